@@ -1,0 +1,185 @@
+"""The one frozen configuration of a training run, validated before anything runs.
+
+Every command-line flag of ``mnist_core.train`` maps 1:1 onto a field here (``--lr-schedule``
+is ``lr_schedule``), so the resolved config saved in ``summary.json`` describes the run
+completely and can be fed back to reproduce it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+from mnist_core.errors import ConfigError
+
+DATASETS = ("mnist", "fashion_mnist", "synthetic")
+OPTIMIZERS = ("adam", "rmsprop", "adadelta", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+ON_NONFINITE = ("stop", "skip")
+
+# The learning rates of the tutorials this project replaces (Adadelta's 1.0 is the
+# classic Keras CNN example's), used when --lr is not given.
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "rmsprop": 1e-3, "adadelta": 1.0, "sgd": 1e-2}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        dataset: ``mnist``, ``fashion_mnist`` or ``synthetic`` (random images, for
+            throughput runs only).
+        data_dir: Directory with the four IDX files (gzip or raw), a Keras ``mnist.npz``
+            (or a directory holding one), or a TFDS data directory. ``None`` resolves it
+            (see ``mnist_core.data.resolve``).
+        model: A registered model name or ``package.module:Name``.
+        optimizer: ``adam``, ``rmsprop``, ``adadelta`` or ``sgd`` (with momentum).
+        lr: Initial learning rate; ``None`` takes the optimizer's tutorial default.
+        lr_schedule: ``constant``, ``cosine`` (to 0 over the run) or ``exponential``.
+        lr_decay_rate: Per-epoch decay factor of the ``exponential`` schedule.
+        momentum: Momentum of ``sgd``.
+        epochs: Number of passes over the training set.
+        batch_size: Global batch size (summed over replicas).
+        steps_per_loop: Training steps per compiled loop call; 0 picks about a tenth
+            of an epoch (at most 100).
+        val_split: Fraction of the training set held out for validation.
+        seed: Seed of weights, shuffling and dropout.
+        jit_compile: Compile the per-replica step with XLA.
+        strategy: ``default``, ``one_device``, ``mirrored`` or ``multi_worker``.
+        cpu_replicas: With no GPU, split the CPU into this many logical devices (0: off).
+        devices: Comma-separated GPU indices for ``mirrored``/``one_device``.
+        precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+        sync_batchnorm: Synchronise BatchNormalization statistics across replicas.
+        output_dir: Run directory; ``None`` makes ``runs/<timestamp>``.
+        overwrite: Allow starting a fresh run in a non-empty output directory.
+        resume: Resume from the output directory's latest checkpoint.
+        checkpoint_every: Also checkpoint every N steps (0: only at epoch ends).
+        keep_checkpoints: How many checkpoints to keep.
+        deterministic: Enable TensorFlow op determinism (bitwise-reproducible on CPU).
+        on_nonfinite: ``stop`` or ``skip`` a step whose loss is NaN/Inf (float32).
+        quiet: Print only errors and the final result.
+        synthetic_train_size: Number of training images of the ``synthetic`` dataset.
+    """
+
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    model: str = "cnn"
+    optimizer: str = "adam"
+    lr: Optional[float] = None
+    lr_schedule: str = "constant"
+    lr_decay_rate: float = 0.9
+    momentum: float = 0.9
+    epochs: int = 5
+    batch_size: int = 128
+    steps_per_loop: int = 0
+    val_split: float = 0.0
+    seed: int = 42
+    jit_compile: bool = False
+    strategy: str = "default"
+    cpu_replicas: int = 0
+    devices: Optional[str] = None
+    precision: str = "float32"
+    sync_batchnorm: bool = False
+    output_dir: Optional[str] = None
+    overwrite: bool = False
+    resume: bool = False
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    deterministic: bool = False
+    on_nonfinite: str = "stop"
+    quiet: bool = False
+    synthetic_train_size: int = 60000
+
+    def __post_init__(self):
+        _choice("--dataset", self.dataset, DATASETS)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("--strategy", self.strategy, STRATEGIES)
+        _choice("--precision", self.precision, PRECISIONS)
+        _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
+        _positive_int("--epochs", self.epochs)
+        _positive_int("--batch-size", self.batch_size)
+        _positive_int("--keep-checkpoints", self.keep_checkpoints)
+        _positive_int("--synthetic-train-size", self.synthetic_train_size)
+        for flag, value in (
+            ("--steps-per-loop", self.steps_per_loop),
+            ("--cpu-replicas", self.cpu_replicas),
+            ("--checkpoint-every", self.checkpoint_every),
+        ):
+            _non_negative_int(flag, value)
+        _int("--seed", self.seed)
+        if self.lr is not None and not (_finite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
+        if not (_finite(self.lr_decay_rate) and 0 < self.lr_decay_rate <= 1):
+            raise ConfigError(f"--lr-decay-rate must be in (0, 1], got {self.lr_decay_rate!r}")
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if not (_finite(self.val_split) and 0 <= self.val_split < 1):
+            raise ConfigError(f"--val-split must be in [0, 1), got {self.val_split!r}")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("--model must be a model name or package.module:Name")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite cannot be used together")
+        if self.devices is not None:
+            parts = [p.strip() for p in str(self.devices).split(",")]
+            if not parts or not all(p.isdigit() for p in parts):
+                raise ConfigError(
+                    f"--devices must be comma-separated GPU indices like 0,1, got {self.devices!r}"
+                )
+        if self.cpu_replicas and self.strategy not in ("mirrored", "one_device", "default"):
+            raise ConfigError("--cpu-replicas applies to --strategy mirrored only")
+
+    @property
+    def learning_rate(self) -> float:
+        """The initial learning rate: ``lr`` or the optimizer's tutorial default."""
+        return self.lr if self.lr is not None else DEFAULT_LEARNING_RATES[self.optimizer]
+
+    def to_dict(self) -> dict:
+        """Returns the config as plain JSON-serialisable values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Builds a config from a mapping, rejecting unknown keys by name."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """Returns a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _flag_value(value: Any) -> str:
+    return repr(value)
+
+
+def _choice(flag: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {_flag_value(value)}")
+
+
+def _int(flag: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{flag} must be an integer, got {_flag_value(value)}")
+
+
+def _positive_int(flag: str, value: Any) -> None:
+    _int(flag, value)
+    if value <= 0:
+        raise ConfigError(f"{flag} must be a positive integer, got {value}")
+
+
+def _non_negative_int(flag: str, value: Any) -> None:
+    _int(flag, value)
+    if value < 0:
+        raise ConfigError(f"{flag} must be zero or a positive integer, got {value}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

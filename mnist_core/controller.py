@@ -1,0 +1,349 @@
+"""Layer 3: the eager controller — epochs, evaluation, checkpoints, summaries, output.
+
+Everything here is ordinary Python between compiled loop calls: it decides how many
+steps the next :func:`mnist_core.loop.make_train_loop` call runs (to the end of the
+epoch, or to the next checkpoint), times it, evaluates, and writes the run directory::
+
+    OUTPUT_DIR/
+      history.json      one entry per epoch (rewritten atomically after each epoch)
+      summary.json      final metrics and the full resolved config
+      model.keras       the trained model
+      checkpoints/      tf.train.CheckpointManager checkpoints (for --resume)
+      tensorboard/      train/ and test/ event files
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mnist_core import data as data_lib
+from mnist_core import loop as loop_lib
+from mnist_core import models as model_lib
+from mnist_core import optim, precision, step as step_lib, strategy as strategy_lib
+from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
+from mnist_core.config import TrainConfig
+from mnist_core.errors import ConfigError, DataError, MnistCoreError
+from mnist_core.reporting import Reporter
+
+RUN_FILES = ("history.json", "summary.json", "model.keras", CHECKPOINT_DIR, "tensorboard")
+
+
+class NonFiniteLossError(MnistCoreError):
+    """Training produced a NaN/Inf loss (``--on-nonfinite stop``)."""
+
+    exit_code = 3
+
+
+def write_json(path: Path, value) -> None:
+    """Writes JSON atomically: a crash mid-write never leaves a truncated file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def default_output_dir() -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = candidate = Path("runs") / stamp
+    n = 1
+    while candidate.exists():
+        candidate = Path(f"{base}-{n}")
+        n += 1
+    return candidate
+
+
+def prepare_output_dir(config: TrainConfig) -> Path:
+    """Checks and creates the run directory before any training starts.
+
+    Refuses a non-empty directory unless ``--resume`` (which needs a checkpoint there)
+    or ``--overwrite`` (which removes the earlier run's files) is given, and checks the
+    directory is writable, so a run can't fail after an hour on a permissions problem.
+    """
+    out = Path(config.output_dir) if config.output_dir else default_output_dir()
+    flag = f"--output-dir {out}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag}: exists and is not a directory")
+    if config.resume:
+        if tf.train.latest_checkpoint(str(out / CHECKPOINT_DIR)) is None:
+            raise ConfigError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}")
+    elif out.exists() and any(out.iterdir()):
+        if not config.overwrite:
+            raise ConfigError(
+                f"{flag}: not empty (an earlier run?); use --resume to continue it, "
+                "--overwrite to replace it, or another directory"
+            )
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag}: not writable ({e.strerror or e})") from None
+    return out
+
+
+def auto_steps_per_loop(steps_per_epoch: int) -> int:
+    """About a tenth of an epoch, at most 100 steps: cheap dispatch, live progress."""
+    return max(1, min(100, steps_per_epoch // 10))
+
+
+class Trainer:
+    """Runs one training job described by a :class:`TrainConfig`.
+
+    Args:
+        config: The validated configuration.
+        reporter: Console output; a plain :class:`Reporter` if ``None``.
+        on_trace: Called whenever the training loop is (re)traced; tests count calls.
+    """
+
+    def __init__(self, config: TrainConfig, reporter: Optional[Reporter] = None,
+                 on_trace: Optional[Callable[[], None]] = None):
+        self.config = config
+        self.reporter = reporter or Reporter(quiet=config.quiet)
+        self.on_trace = on_trace
+        self.model = None
+        self.history: List[Dict] = []
+
+    # ------------------------------------------------------------------ set-up
+
+    def _load_data(self) -> data_lib.MnistData:
+        config = self.config
+        data = data_lib.load(
+            config.dataset,
+            config.data_dir,
+            synthetic_train_size=config.synthetic_train_size,
+            seed=config.seed,
+        )
+        data = data_lib.split_validation(data, config.val_split, config.seed)
+        self.reporter.info(f"data: {data.describe()}")
+        return data
+
+    def run(self) -> Dict:
+        """Trains, evaluates and writes the run directory; returns the summary dict.
+
+        Raises:
+            MnistCoreError: bad configuration, data or model (before training starts),
+                or a non-finite loss (``NonFiniteLossError``).
+        """
+        started = time.perf_counter()
+        config = self.config
+        strategy_lib.configure_devices(config)
+        out = prepare_output_dir(config)
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        data = self._load_data()
+        with precision.policy(config.precision):
+            strategy = strategy_lib.make_strategy(config)
+            summary = self._train(strategy, data, out, started)
+        return summary
+
+    def _train(self, strategy, data: data_lib.MnistData, out: Path, started: float) -> Dict:
+        config = self.config
+        replicas = strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas"
+            )
+        steps_per_epoch = data.num_train // config.batch_size
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is larger than the {data.num_train} training examples"
+            )
+        steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
+        spec = model_lib.get(config.model)
+        with strategy.scope():
+            model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
+            optimizer = optim.make_optimizer(config, steps_per_epoch)
+            # Keras 3 creates slot variables lazily; a tf.function would then try to create
+            # them while tracing (fails: "You must feed a value for placeholder"). Build now,
+            # in scope, so slots are distributed like the weights and restorable.
+            optimizer.build(model.trainable_variables)
+        self.model = model
+        state = CheckpointState(model, optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
+        start_step = 0
+        if config.resume:
+            start_step = state.restore_latest()
+            self.history = self._previous_history(out, start_step // steps_per_epoch)
+            self.reporter.info(f"resumed from {state.latest} (step {start_step}, epoch {start_step // steps_per_epoch + 1})")
+
+        train_ds = data_lib.train_dataset(
+            data.train_images, data.train_labels, global_batch_size=config.batch_size,
+            seed=config.seed, input_shape=spec.input_shape, skip_batches=start_step,
+        )
+        iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+        eval_sets = {"test": (data.test_images, data.test_labels)}
+        if data.val_images is not None:
+            eval_sets["val"] = (data.val_images, data.val_labels)
+        eval_data = {
+            name: strategy.experimental_distribute_dataset(
+                data_lib.eval_dataset(x, y, batch_size=config.batch_size, input_shape=spec.input_shape)
+            )
+            for name, (x, y) in eval_sets.items()
+        }
+        train_step = step_lib.make_train_step(
+            model, optimizer, config.batch_size, jit_compile=config.jit_compile, num_replicas=replicas
+        )
+        train_loop = loop_lib.make_train_loop(strategy, train_step, on_trace=self.on_trace)
+        eval_loop = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model))
+        writers = {
+            name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
+        }
+
+        global_step = start_step
+        first_loop = True
+        timed_images = timed_seconds = 0.0
+        for epoch in range(start_step // steps_per_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            done = global_step - epoch * steps_per_epoch
+            self.reporter.start_epoch(epoch + 1, config.epochs, steps_per_epoch, completed=done)
+            sums = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0}
+            epoch_images = epoch_seconds = 0.0
+            while done < steps_per_epoch:
+                n = min(steps_per_loop, steps_per_epoch - done)
+                if config.checkpoint_every:
+                    n = min(n, config.checkpoint_every - global_step % config.checkpoint_every)
+                t0 = time.perf_counter()
+                result = {k: float(v) for k, v in train_loop(iterator, tf.constant(n, tf.int32)).items()}
+                seconds = time.perf_counter() - t0
+                if not first_loop:  # the first call includes tracing/compilation
+                    epoch_images += result["count"]
+                    epoch_seconds += seconds
+                first_loop = False
+                global_step += n
+                done += n
+                if result["nonfinite"]:
+                    self._handle_nonfinite(result, global_step, n, state)
+                sums["loss"] += result["loss"]
+                sums["steps"] += n - int(result["nonfinite"])
+                sums["correct"] += result["correct"]
+                sums["count"] += result["count"]
+                ips = epoch_images / epoch_seconds if epoch_seconds else None
+                self.reporter.update(done, sums["loss"] / max(sums["steps"], 1), sums["correct"] / sums["count"], ips)
+                if config.checkpoint_every and global_step % config.checkpoint_every == 0 and done < steps_per_epoch:
+                    state.save(global_step)
+            timed_images += epoch_images
+            timed_seconds += epoch_seconds
+            entry = {
+                "epoch": epoch + 1,
+                "train_loss": sums["loss"] / max(sums["steps"], 1),
+                "train_accuracy": sums["correct"] / sums["count"],
+            }
+            for name, dataset in eval_data.items():
+                totals = {k: float(v) for k, v in eval_loop(dataset).items()}
+                entry[f"{name}_loss"] = totals["loss"] / totals["count"]
+                entry[f"{name}_accuracy"] = totals["correct"] / totals["count"]
+                entry[f"{name}_examples"] = int(totals["count"])
+            entry["learning_rate"] = optim.current_learning_rate(optimizer)
+            entry["images_per_second"] = epoch_images / epoch_seconds if epoch_seconds else None
+            entry["seconds"] = time.perf_counter() - epoch_started
+            entry["step"] = global_step
+            state.save(global_step)
+            self.history.append(entry)
+            write_json(out / "history.json", self.history)
+            self._write_summaries(writers, entry, optimizer, global_step)
+            self.reporter.end_epoch(entry)
+
+        model_path = out / "model.keras"
+        model.save(model_path)
+        final = self.history[-1]
+        summary = {
+            "test_accuracy": final["test_accuracy"],
+            "test_loss": final["test_loss"],
+            "test_examples": final["test_examples"],
+            "images_per_second": timed_images / timed_seconds if timed_seconds else None,
+            "seconds": time.perf_counter() - started,
+            "epochs": config.epochs,
+            "steps": global_step,
+            "steps_per_epoch": steps_per_epoch,
+            "steps_per_loop": steps_per_loop,
+            "num_replicas": replicas,
+            "dataset": data.describe(),
+            "input_shape": list(spec.input_shape),
+            "model_path": str(model_path),
+            "output_dir": str(out),
+            "parameters": int(model.count_params()),
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+            "config": config.to_dict(),
+        }
+        write_json(out / "summary.json", summary)
+        for writer in writers.values():
+            writer.close()
+        self.reporter.final(self.history, summary)
+        return summary
+
+    # ------------------------------------------------------------------ helpers
+
+    def _handle_nonfinite(self, result: Dict, global_step: int, n: int, state: CheckpointState) -> None:
+        config = self.config
+        if config.precision == "mixed_float16" or config.on_nonfinite == "skip":
+            self.reporter.warn(
+                f"{int(result['nonfinite'])} step(s) with non-finite loss skipped in steps "
+                f"{global_step - n + 1}..{global_step}"
+            )
+            return
+        last = state.latest or "none (no checkpoint written yet)"
+        raise NonFiniteLossError(
+            f"non-finite loss (NaN/Inf) within steps {global_step - n + 1}..{global_step}; "
+            f"stopped without saving; last good checkpoint: {last} "
+            "(resume with --resume, perhaps with a lower --lr, or use --on-nonfinite skip)"
+        )
+
+    @staticmethod
+    def _previous_history(out: Path, completed_epochs: int) -> List[Dict]:
+        path = out / "history.json"
+        if not path.exists():
+            return []
+        try:
+            history = json.loads(path.read_text())
+        except ValueError:
+            return []
+        return [e for e in history if e.get("epoch", 0) <= completed_epochs]
+
+    @staticmethod
+    def _write_summaries(writers, entry: Dict, optimizer, step: int) -> None:
+        with writers["train"].as_default(step=step):
+            tf.summary.scalar("loss", entry["train_loss"])
+            tf.summary.scalar("accuracy", entry["train_accuracy"])
+            tf.summary.scalar("learning_rate", entry["learning_rate"])
+            if entry["images_per_second"] is not None:
+                tf.summary.scalar("images_per_second", entry["images_per_second"])
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                tf.summary.scalar("loss_scale", float(optimizer.dynamic_scale.numpy()))
+        for name, writer in writers.items():
+            if name == "train":
+                continue
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss", entry[f"{name}_loss"])
+                tf.summary.scalar("accuracy", entry[f"{name}_accuracy"])
+        for writer in writers.values():
+            writer.flush()
+
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> Dict:
+    """Trains the model ``config`` describes; returns the summary (also in summary.json).
+
+    Args:
+        config: A validated :class:`TrainConfig`.
+        reporter: Console output; default prints per the config's ``quiet``.
+    """
+    return Trainer(config, reporter).run()

@@ -1,0 +1,143 @@
+"""Model registry: a name → factory table, plus user models given as ``module:Name``.
+
+Register your own with :func:`register`, or pass ``--model package.module:Name`` where
+``Name`` is a ``keras.Model`` subclass (instantiated without arguments) or a function
+returning a ``keras.Model``. See :mod:`mnist_core.models.example`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from typing import Callable, Dict, Sequence, Tuple
+
+from mnist_core.errors import ModelError, one_line
+
+DEFAULT_INPUT_SHAPE: Tuple[int, ...] = (28, 28, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: Registry name, the value of ``--model``.
+        factory: Returns a new, unbuilt ``keras.Model``; accepts ``sync_batchnorm=``.
+        input_shape: Shape of one example the model takes, ``(784,)`` or ``(28, 28, 1)``.
+        description: One line for listings.
+    """
+
+    name: str
+    factory: Callable
+    input_shape: Tuple[int, ...]
+    description: str
+
+
+_REGISTRY: Dict[str, ModelSpec] = {}
+
+
+def register(name: str, factory: Callable, input_shape: Sequence[int], description: str = "") -> None:
+    """Adds a model under ``name``.
+
+    Args:
+        name: Name for ``--model``.
+        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm``.
+        input_shape: Shape of one input example.
+        description: One line shown in listings.
+    """
+    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), description or (factory.__doc__ or "").strip())
+
+
+def names() -> Tuple[str, ...]:
+    """Registered model names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    """Resolves a registered name or ``module:Name`` to a :class:`ModelSpec`.
+
+    Raises:
+        ModelError: unknown name, or a module/attribute that cannot be imported.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" not in name:
+        raise ModelError(
+            f"--model {name!r}: unknown model; choose one of {', '.join(names())} "
+            "or give package.module:Name"
+        )
+    return _user_spec(name)
+
+
+def _user_spec(path: str) -> ModelSpec:
+    import keras
+
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"--model {path!r}: expected package.module:Name")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ModelError(f"--model {path!r}: cannot import module {module_name!r} ({type(e).__name__}: {one_line(e)})") from None
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ModelError(f"--model {path!r}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if inspect.isclass(target) and not issubclass(target, keras.Model):
+        raise ModelError(f"--model {path!r}: {attr} is a class but not a keras.Model subclass")
+    if not callable(target):
+        raise ModelError(f"--model {path!r}: {attr} is neither a keras.Model subclass nor a factory function")
+    input_shape = tuple(getattr(target, "mnist_input_shape", DEFAULT_INPUT_SHAPE))
+    return ModelSpec(path, target, input_shape, (inspect.getdoc(target) or "").split("\n")[0])
+
+
+def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
+    """Instantiates and builds a model, checking it outputs ``[batch, 10]`` logits.
+
+    Call inside ``strategy.scope()`` so the variables are created distributed.
+
+    Raises:
+        ModelError: the factory fails, returns something else than a ``keras.Model``, or
+            the model's output is not ``[batch, 10]``.
+    """
+    import keras
+    import numpy as np
+
+    where = f"--model {spec.name!r}"
+    try:
+        if spec.name in _REGISTRY:
+            model = spec.factory(sync_batchnorm=sync_batchnorm)
+        else:
+            model = spec.factory()
+    except Exception as e:
+        raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {one_line(e)})") from None
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"{where}: returned {type(model).__name__}, expected a keras.Model")
+    probe = np.zeros((2, *spec.input_shape), dtype="float32")
+    try:
+        out = model(probe, training=False)
+    except Exception as e:
+        raise ModelError(
+            f"{where}: calling the model on a batch of shape {probe.shape} failed "
+            f"({type(e).__name__}: {one_line(e)[:300]})"
+        ) from None
+    shape = tuple(getattr(out, "shape", ()))
+    if len(shape) != 2 or shape[1] != 10:
+        raise ModelError(f"{where}: output has shape {shape}, expected (batch, 10) logits")
+    return model
+
+
+def _register_builtins() -> None:
+    from mnist_core.models import zoo
+
+    register("mlp", zoo.mlp, zoo.FLAT, "Flatten, Dense 1024-512-128 ReLU, Dense 10")
+    register("mlp_small", zoo.mlp_small, zoo.FLAT, "Dense 32 ReLU, Dense 10")
+    register("mlp_l1", zoo.mlp_l1, zoo.FLAT, "Dense 128-32 ReLU, L1(1e-4), dropout 0.01")
+    register("deep_mlp", zoo.deep_mlp, zoo.FLAT, "Dense 512, dropout, Dense 512 L2 + BatchNorm, dropout")
+    register("cnn", zoo.cnn, zoo.IMAGE, "Conv32-Conv32-MaxPool-Dropout-Dense128-Dropout")
+    register("lenet", zoo.lenet, zoo.IMAGE, "LeNet: Conv6-AvgPool-Conv16-AvgPool-Conv120-Dense84")
+
+
+_register_builtins()

@@ -1,0 +1,119 @@
+"""Layer 1: per-replica math of one training or evaluation step.
+
+Nothing here knows about epochs or devices: a step sees one replica's share of a global
+batch and returns that replica's contribution to sums that the loop reduces across
+replicas. Loss reduction follows the tf.distribute contract:
+
+* per-example cross-entropy from float32 logits,
+* ``tf.nn.compute_average_loss(per_example, global_batch_size=G)``: divide by the *global*
+  batch, so the all-reduce SUM of gradients that the optimizer performs gives the exact
+  mean gradient of the undivided batch, on any replica count,
+* ``tf.nn.scale_regularization_loss(sum(model.losses))``: divide the regulariser by the
+  replica count, for the same reason (it is added once per replica).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import tensorflow as tf
+
+
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Sparse categorical cross-entropy from logits, one value per example, in float32."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+
+
+def regularization_loss(model) -> tf.Tensor:
+    """``sum(model.losses)`` in float32 (0 for a model without regularisers)."""
+    losses = model.losses
+    if not losses:
+        return tf.constant(0.0, tf.float32)
+    return tf.add_n([tf.cast(loss, tf.float32) for loss in losses])
+
+
+def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    return tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
+
+
+def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bool = False,
+                    num_replicas: int = 1) -> Callable:
+    """Returns ``step(batch) -> {"loss", "correct", "count"}`` for one replica.
+
+    ``loss`` is this replica's share of the global objective (its sum over replicas is the
+    batch's mean cross-entropy plus the regulariser), ``correct`` and ``count`` are this
+    replica's example counts.
+
+    Args:
+        model: The Keras model (built, in the strategy's scope).
+        optimizer: A built Keras optimizer; a ``LossScaleOptimizer`` scales the loss inside
+            the tape and skips steps whose gradients are not finite.
+        global_batch_size: Examples per step summed over all replicas.
+        jit_compile: Compile with XLA. On one replica the whole step (forward, backward and
+            the optimizer update) is one XLA program; on several, only forward and backward
+            are, because the optimizer's cross-replica gradient all-reduce (a ``merge_call``)
+            cannot run inside an XLA cluster.
+        num_replicas: Replicas in sync; selects the XLA boundary above.
+    """
+
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = per_example_loss(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(regularization_loss(model))
+            # Identity for plain optimizers; the dynamic loss scale for LossScaleOptimizer.
+            scaled_loss = optimizer.scale_loss(loss)
+        variables = model.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        return loss, _correct(labels, logits), gradients
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+    def step(images, labels):
+        loss, correct, gradients = forward_backward(images, labels)
+        apply(gradients)
+        return loss, correct
+
+    if jit_compile and num_replicas == 1:
+        step = tf.function(step, jit_compile=True, reduce_retracing=True)
+    elif jit_compile:
+        compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
+
+        def step(images, labels):
+            loss, correct, gradients = compiled(images, labels)
+            apply(gradients)
+            return loss, correct
+
+    def train_step(batch) -> Dict[str, tf.Tensor]:
+        images, labels = batch
+        loss, correct = step(images, labels)
+        return {"loss": loss, "correct": correct, "count": tf.cast(tf.shape(labels)[0], tf.float32)}
+
+    return train_step
+
+
+def make_eval_step(model) -> Callable:
+    """Returns ``step(batch) -> {"loss", "correct", "count"}`` sums for one replica.
+
+    ``loss`` is the *sum* over this replica's examples of cross-entropy plus the
+    regulariser (as Keras' ``evaluate`` reports it), so dividing the global sum by the
+    global count weights every example once, whatever the split. A replica may receive
+    an empty final batch; it then contributes zeros.
+    """
+
+    def eval_step(batch) -> Dict[str, tf.Tensor]:
+        images, labels = batch
+        logits = model(images, training=False)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        loss_sum = tf.reduce_sum(per_example_loss(labels, logits))
+        if model.losses:
+            # Regularisation is per batch in Keras' evaluate: weight it by the batch size.
+            # tf.where, not multiplication: an empty batch may give NaN regularisers.
+            loss_sum += tf.where(count > 0, regularization_loss(model) * count, 0.0)
+        return {"loss": loss_sum, "correct": _correct(labels, logits), "count": count}
+
+    return eval_step

@@ -1,0 +1,103 @@
+"""``python -m mnist_core.train`` / ``mnist-train``: parse flags, build the config, train.
+
+Only argument parsing lives here; the work is :func:`mnist_core.controller.train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from mnist_core import cli
+from mnist_core.config import (
+    DATASETS,
+    LR_SCHEDULES,
+    ON_NONFINITE,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+)
+
+PROG = "mnist-train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The training CLI. Every flag's ``dest`` is the TrainConfig field of the same name."""
+    p = cli.ArgumentParser(
+        prog=PROG,
+        description="Train an MNIST-style classifier with mnist_core's compiled GradientTape loop.",
+        argument_default=argparse.SUPPRESS,  # unset flags don't override config files/defaults
+    )
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {d.dataset})")
+    g.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                   help="directory of IDX files, a Keras .npz, or a TFDS data dir (default: resolved, see README)")
+    g.add_argument("--val-split", dest="val_split", type=float, metavar="F",
+                   help="fraction of training data held out for validation (default 0)")
+    g.add_argument("--synthetic-train-size", dest="synthetic_train_size", type=cli.positive_int, metavar="N",
+                   help=f"training images of --dataset synthetic (default {d.synthetic_train_size})")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--model", metavar="NAME|module:Name",
+                   help=f"registered model or a keras.Model subclass/factory (default {d.model})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer (default {d.optimizer})")
+    g.add_argument("--lr", type=float, help="learning rate (default: adam/rmsprop 1e-3, adadelta 1.0, sgd 1e-2)")
+    g.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES,
+                   help=f"learning-rate schedule (default {d.lr_schedule})")
+    g.add_argument("--lr-decay-rate", dest="lr_decay_rate", type=float, metavar="R",
+                   help=f"per-epoch factor of --lr-schedule exponential (default {d.lr_decay_rate})")
+    g.add_argument("--momentum", type=float, help=f"momentum of sgd (default {d.momentum})")
+    g.add_argument("--epochs", type=cli.positive_int, help=f"epochs (default {d.epochs})")
+    g.add_argument("--batch-size", dest="batch_size", type=cli.positive_int,
+                   help=f"global batch size (default {d.batch_size})")
+    g.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    g = p.add_argument_group("execution")
+    g.add_argument("--steps-per-loop", dest="steps_per_loop", type=cli.non_negative_int, metavar="N",
+                   help="steps per compiled loop call (default 0: ~1/10 epoch, at most 100)")
+    g.add_argument("--jit-compile", dest="jit_compile", action="store_true", help="compile the step with XLA")
+    g.add_argument("--strategy", choices=STRATEGIES, help=f"tf.distribute strategy (default {d.strategy})")
+    g.add_argument("--cpu-replicas", dest="cpu_replicas", type=cli.non_negative_int, metavar="N",
+                   help="with no GPU: split the CPU into N logical devices for --strategy mirrored")
+    g.add_argument("--devices", metavar="LIST", help="GPU indices to use, e.g. 0,1")
+    g.add_argument("--precision", choices=PRECISIONS, help=f"numeric precision (default {d.precision})")
+    g.add_argument("--sync-batchnorm", dest="sync_batchnorm", action="store_true",
+                   help="synchronise BatchNormalization statistics across replicas")
+    g.add_argument("--deterministic", action="store_true", help="enable TensorFlow op determinism")
+    g.add_argument("--on-nonfinite", dest="on_nonfinite", choices=ON_NONFINITE,
+                   help=f"what a NaN/Inf loss does in float32 (default {d.on_nonfinite})")
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", dest="output_dir", metavar="DIR", help="run directory (default runs/<timestamp>)")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output-dir")
+    g.add_argument("--resume", action="store_true", help="continue from --output-dir's latest checkpoint")
+    g.add_argument("--checkpoint-every", dest="checkpoint_every", type=cli.non_negative_int, metavar="N",
+                   help="also checkpoint every N steps (default: at epoch ends only)")
+    g.add_argument("--keep-checkpoints", dest="keep_checkpoints", type=cli.positive_int, metavar="K",
+                   help=f"checkpoints kept (default {d.keep_checkpoints})")
+    g.add_argument("--quiet", action="store_true", help="print only errors and the final result")
+    return p
+
+
+def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    """Parses ``argv`` into a validated :class:`TrainConfig` (exits 2 on bad flags)."""
+    args = build_parser().parse_args(argv)
+    values: Dict = vars(args)
+    return TrainConfig.from_dict(values)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``mnist-train``."""
+    cli.quiet_tensorflow_logs()
+
+    def body():
+        config = config_from_args(argv)
+        from mnist_core import controller  # imports TensorFlow: after the flags are checked
+
+        controller.train(config)
+
+    return cli.run_main(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The command-line tools as users run them: subprocesses, exit codes, files written."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import error_lines, run_cli, write_idx
+
+
+def _train(idx_dir, out, *extra, cwd=None, env=None):
+    return run_cli("mnist_core.train", "--data-dir", str(idx_dir), "--output-dir", str(out),
+                   "--batch-size", "64", *extra, cwd=cwd, env=env)
+
+
+def test_train_then_evaluate_end_to_end(idx_dir, tmp_path):
+    out = tmp_path / "run"
+    result = _train(idx_dir, out, "--model", "lenet", "--epochs", "3", "--lr", "3e-3")
+    assert result.returncode == 0, result.stderr
+    # stdout is not a terminal here: plain one-line-per-epoch logs, then the result line.
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("data: mnist from IDX files in")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert lines[-1].startswith("test_accuracy ")
+
+    history = json.loads((out / "history.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(history) == 3
+    assert summary["test_accuracy"] == history[-1]["test_accuracy"] > 0.9
+    assert summary["config"]["model"] == "lenet" and summary["config"]["epochs"] == 3
+    for key in ("test_loss", "images_per_second", "seconds"):
+        assert key in summary
+    assert (out / "model.keras").is_file()
+    events = list((out / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert events and b"learning_rate" in events[0].read_bytes()
+
+    evaluated = run_cli("mnist_core.evaluate", "--model-path", str(out / "model.keras"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert report["test_examples"] == 200
+    assert report["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet9000"], "--model 'resnet9000': unknown model"),
+        (["--optimizer", "adamw"], "argument --optimizer: invalid choice: 'adamw'"),
+        (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+        (["--batch-size", "-5"], "argument --batch-size: must be a positive integer, got -5"),
+        (["--batch-size", "100000"], "--batch-size 100000 is larger than the 512 training examples"),
+        (["--model", "no_such_module:Net"], "cannot import module 'no_such_module'"),
+    ],
+)
+def test_bad_flags_one_line_exit_2(idx_dir, tmp_path, args, message):
+    out = tmp_path / "run"
+    result = _train(idx_dir, out, *args)
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_data_one_line_exit_2(idx_dir, tmp_path):
+    write_idx(idx_dir / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)), dims=(5, 28, 28))
+    result = _train(idx_dir, tmp_path / "run", "--epochs", "1")
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "t10k-images-idx3-ubyte.gz: header declares 5 images" in lines[0]
+    missing = _train(tmp_path / "nowhere", tmp_path / "run2")
+    assert missing.returncode == 2 and "no such file or directory" in error_lines(missing.stderr)[0]
+
+
+def test_nonempty_output_dir_is_refused_and_untouched(idx_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.json").write_text("precious")
+    result = _train(idx_dir, out, "--epochs", "1")
+    assert result.returncode == 2
+    assert "not empty" in error_lines(result.stderr)[0]
+    assert (out / "history.json").read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["history.json"]
+
+
+def test_user_subclassed_model_trains_with_its_losses(idx_dir, tmp_path):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent(
+        """
+        import keras
+
+        class Penalised(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.flatten = keras.layers.Flatten()
+                self.hidden = keras.layers.Dense(32, activation="relu")
+                self.dropout = keras.layers.Dropout(0.1)
+                self.out = keras.layers.Dense(10)
+
+            def call(self, x, training=False):
+                self.add_loss(keras.ops.convert_to_tensor(5.0))  # a constant penalty: must appear in the reported loss
+                return self.out(self.dropout(self.hidden(self.flatten(x)), training=training))
+        """
+    ))
+    out = tmp_path / "run"
+    result = _train(idx_dir, out, "--model", "my_models:Penalised", "--epochs", "3", "--lr", "3e-3",
+                    cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    history = json.loads((out / "history.json").read_text())
+    for entry in history:
+        assert 5.0 < entry["train_loss"] < 8.0, entry
+        assert 5.0 < entry["test_loss"] < 8.0, entry
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.9
+
+
+def test_example_model_runs_from_the_cli(idx_dir, tmp_path):
+    result = _train(idx_dir, tmp_path / "run", "--model", "mnist_core.models.example:SmallResNet",
+                    "--epochs", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("test_accuracy")
+    assert len(result.stdout.strip().splitlines()) == 1, "--quiet prints only the final line"
+    evaluated = run_cli("mnist_core.evaluate", "--model-path", str(tmp_path / "run" / "model.keras"))
+    assert evaluated.returncode == 0, evaluated.stderr

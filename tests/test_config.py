@@ -1,0 +1,51 @@
+import pytest
+
+from mnist_core.config import TrainConfig
+from mnist_core.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "changes, flag",
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"epochs": -3}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"optimizer": "adamw"}, "--optimizer"),
+        ({"dataset": "cifar10"}, "--dataset"),
+        ({"strategy": "tpu"}, "--strategy"),
+        ({"precision": "float16"}, "--precision"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"val_split": 1.0}, "--val-split"),
+        ({"momentum": 1.0}, "--momentum"),
+        ({"steps_per_loop": -1}, "--steps-per-loop"),
+        ({"devices": "0,x"}, "--devices"),
+        ({"lr_schedule": "step"}, "--lr-schedule"),
+    ],
+)
+def test_invalid_values_name_the_flag(changes, flag):
+    with pytest.raises(ConfigError, match=flag):
+        TrainConfig(**changes)
+
+
+def test_resume_and_overwrite_are_exclusive():
+    with pytest.raises(ConfigError, match="--resume and --overwrite"):
+        TrainConfig(resume=True, overwrite=True)
+
+
+def test_learning_rate_defaults_follow_the_tutorials():
+    assert TrainConfig(optimizer="adadelta").learning_rate == 1.0
+    assert TrainConfig(optimizer="adam").learning_rate == 1e-3
+    assert TrainConfig(optimizer="sgd", lr=0.5).learning_rate == 0.5
+
+
+def test_round_trip_and_unknown_keys():
+    config = TrainConfig(model="lenet", epochs=3, lr=0.01)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown configuration key.*bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        TrainConfig().epochs = 3  # type: ignore[misc]
