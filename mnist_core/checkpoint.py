@@ -61,15 +61,19 @@ class CheckpointState:
         self.step.assign(step)
         return self.manager.save(checkpoint_number=step, options=path_options)
 
-    def restore_latest(self) -> int:
-        """Restores the newest checkpoint and returns its global step.
+    def restore_latest(self, directory: Optional[str] = None) -> int:
+        """Restores the newest checkpoint of ``directory`` (default: this state's own).
+
+        Returns:
+            The global step of the restored checkpoint.
 
         Raises:
             ConfigError: no checkpoint exists, or it does not match this model/optimizer.
         """
-        path = self.latest
+        directory = directory or self.directory
+        path = tf.train.latest_checkpoint(directory)
         if path is None:
-            raise ConfigError(f"--resume: no checkpoint in {self.directory}")
+            raise ConfigError(f"--resume: no checkpoint in {directory}")
         try:
             status = self.checkpoint.restore(path)
             status.assert_existing_objects_matched()

@@ -123,6 +123,8 @@ class TrainConfig:
             raise ConfigError("--model must be a model name or package.module:Name")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite cannot be used together")
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume needs --output-dir (the run directory to continue)")
         if self.devices is not None:
             parts = [p.strip() for p in str(self.devices).split(",")]
             if not parts or not all(p.isdigit() for p in parts):

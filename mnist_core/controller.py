@@ -15,6 +15,7 @@ epoch, or to the next checkpoint), times it, evaluates, and writes the run direc
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -64,6 +65,27 @@ def default_output_dir() -> Path:
         candidate = Path(f"{base}-{n}")
         n += 1
     return candidate
+
+
+def weights_digest(model) -> str:
+    """SHA-256 (first 16 hex digits) of all weights: equal digests mean identical models."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _dataset_options(multi_worker: bool) -> tf.data.Options:
+    """Explicit auto-shard policy: no silent FILE→DATA fallback warnings.
+
+    In-memory data has no files to shard. One worker (any number of local replicas)
+    needs no sharding: ``experimental_distribute_dataset`` splits each global batch over
+    the replicas. Several workers each keep a disjoint part of every global batch (DATA).
+    """
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.DATA if multi_worker else policy.OFF
+    return options
 
 
 def prepare_output_dir(config: TrainConfig) -> Path:
@@ -147,19 +169,30 @@ class Trainer:
         started = time.perf_counter()
         config = self.config
         strategy_lib.configure_devices(config)
-        out = prepare_output_dir(config)
+        strategy = strategy_lib.make_strategy(config)
+        chief = strategy_lib.is_chief(strategy)
+        if chief:
+            out = prepare_output_dir(config)
+        else:
+            # TensorFlow's multi-worker rule: every worker saves (saving runs collectives),
+            # only the chief's files are kept; the others write to a scratch directory.
+            out = Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        data = self._load_data()
-        with precision.policy(config.precision):
-            strategy = strategy_lib.make_strategy(config)
-            summary = self._train(strategy, data, out, started)
+        try:
+            data = self._load_data()
+            with precision.policy(config.precision):
+                summary = self._train(strategy, data, out, started, chief)
+        finally:
+            if not chief:
+                shutil.rmtree(out, ignore_errors=True)
         return summary
 
-    def _train(self, strategy, data: data_lib.MnistData, out: Path, started: float) -> Dict:
+    def _train(self, strategy, data: data_lib.MnistData, out: Path, started: float, chief: bool = True) -> Dict:
         config = self.config
         replicas = strategy.num_replicas_in_sync
+        multi_worker = config.strategy == "multi_worker"
         if config.batch_size % replicas:
             raise ConfigError(
                 f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas"
@@ -182,7 +215,8 @@ class Trainer:
         state = CheckpointState(model, optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
         start_step = 0
         if config.resume:
-            start_step = state.restore_latest()
+            # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
+            start_step = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR))
             self.history = self._previous_history(out, start_step // steps_per_epoch)
             self.reporter.info(f"resumed from {state.latest} (step {start_step}, epoch {start_step // steps_per_epoch + 1})")
 
@@ -190,13 +224,15 @@ class Trainer:
             data.train_images, data.train_labels, global_batch_size=config.batch_size,
             seed=config.seed, input_shape=spec.input_shape, skip_batches=start_step,
         )
-        iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+        options = _dataset_options(multi_worker)
+        iterator = iter(strategy.experimental_distribute_dataset(train_ds.with_options(options)))
         eval_sets = {"test": (data.test_images, data.test_labels)}
         if data.val_images is not None:
             eval_sets["val"] = (data.val_images, data.val_labels)
         eval_data = {
             name: strategy.experimental_distribute_dataset(
                 data_lib.eval_dataset(x, y, batch_size=config.batch_size, input_shape=spec.input_shape)
+                .with_options(options)
             )
             for name, (x, y) in eval_sets.items()
         }
@@ -282,12 +318,16 @@ class Trainer:
             "model_path": str(model_path),
             "output_dir": str(out),
             "parameters": int(model.count_params()),
+            "weights_sha256": weights_digest(model),
+            "worker": "chief" if chief else "worker",
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
             "config": config.to_dict(),
         }
         write_json(out / "summary.json", summary)
         for writer in writers.values():
             writer.close()
+        if multi_worker:
+            self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
         self.reporter.final(self.history, summary)
         return summary
 

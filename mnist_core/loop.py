@@ -9,9 +9,15 @@ steps instead of once per step, which is where ``model.fit``'s default
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Dict, Optional
 
 import tensorflow as tf
+
+# Iterating a distributed dataset inside tf.function reads its options in graph mode, and
+# TensorFlow warns about that once per trace; the options used here are fixed before
+# distribution, so the warning says nothing about this code.
+warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options", category=UserWarning)
 
 SUM = tf.distribute.ReduceOp.SUM
 _KEYS = ("loss", "correct", "count")

@@ -1,0 +1,124 @@
+"""``python -m mnist_core.launch --workers N -- <train args>``: N local workers, one job.
+
+Starts N ``mnist_core.train --strategy multi_worker`` processes on 127.0.0.1, each with a
+``TF_CONFIG`` naming all of them (free ports picked here), prefixes every output line with
+the worker's name, and fails as a whole: if one worker exits non-zero the others are
+stopped and the launcher exits with that worker's status.
+
+On several real machines, skip the launcher and start one worker per machine with the
+same cluster and its own index, e.g. on the second of two hosts::
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 1}}' \\
+        python -m mnist_core.train --strategy multi_worker --output-dir /shared/run ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import List, Optional
+
+from mnist_core import cli
+
+PROG = "mnist-launch"
+
+
+def free_ports(n: int) -> List[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, so never equal)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports: List[int], index: int) -> str:
+    """The ``TF_CONFIG`` of worker ``index`` in a localhost cluster (worker 0 is chief)."""
+    return json.dumps({
+        "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+        "task": {"type": "worker", "index": index},
+    })
+
+
+def _pump(stream, prefix: str, out) -> None:
+    for line in iter(stream.readline, ""):
+        out.write(f"{prefix} {line}")
+        out.flush()
+    stream.close()
+
+
+def launch(workers: int, train_args: List[str], python: str = sys.executable) -> int:
+    """Runs ``workers`` training processes and returns the job's exit status."""
+    ports = free_ports(workers)
+    procs = []
+    threads = []
+    for index in range(workers):
+        env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
+        cmd = [python, "-m", "mnist_core.train", "--strategy", "multi_worker", *train_args]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        thread = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {index}]", sys.stdout), daemon=True)
+        thread.start()
+        threads.append(thread)
+    status = 0
+    try:
+        remaining = list(range(workers))
+        while remaining:
+            for index in list(remaining):
+                code = procs[index].poll()
+                if code is None:
+                    continue
+                remaining.remove(index)
+                if code != 0 and status == 0:
+                    status = code
+                    print(f"{PROG}: worker {index} exited with status {code}; stopping the others",
+                          file=sys.stderr, flush=True)
+                    for other in remaining:
+                        procs[other].send_signal(signal.SIGTERM)
+            if remaining:
+                try:
+                    procs[remaining[0]].wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait()
+        status = 130
+    for thread in threads:
+        thread.join(timeout=5)
+    return status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``python -m mnist_core.launch``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        split = argv.index("--")
+        own, train_args = argv[:split], argv[split + 1:]
+    else:
+        own, train_args = argv, []
+    parser = cli.ArgumentParser(prog=PROG, description="Run mnist_core.train on N local workers "
+                                "(MultiWorkerMirroredStrategy). Usage: --workers N -- <train args>")
+    parser.add_argument("--workers", type=cli.positive_int, required=True, help="number of worker processes")
+    args = parser.parse_args(own)
+    if "--strategy" in train_args:
+        parser.error("do not pass --strategy after --: the launcher sets --strategy multi_worker")
+    return launch(args.workers, train_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

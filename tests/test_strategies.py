@@ -1,0 +1,193 @@
+"""Strategy and precision proofs on CPU: choosing a strategy changes speed, not the math.
+
+Multi-replica runs need the CPU split into logical devices before TensorFlow starts, so
+they run as subprocesses of the real CLI (``--cpu-replicas 2``) and the saved models are
+compared weight by weight.
+"""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, error_lines, make_idx_dir, run_cli
+from mnist_core import loop as loop_lib, models, optim, precision, step as step_lib
+from mnist_core.config import TrainConfig
+from mnist_core.controller import Trainer
+from mnist_core.reporting import Reporter
+
+TESTS = str(REPO / "tests")
+# 193 test examples in batches of 64: the last batch holds 1 example for 2 replicas.
+N_TEST = 193
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_idx_dir(tmp_path_factory.mktemp("strategies") / "data", n_train=512, n_test=N_TEST)
+
+
+def _train(data_dir, out, *args):
+    result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(out), "--epochs", "2",
+                     "--batch-size", "64", "--steps-per-loop", "3", "--quiet", *args, env={"PYTHONPATH": TESTS})
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _weights(run_dir):
+    import parity_models  # noqa: F401  (the models' module must be importable to load them)
+
+    return keras.models.load_model(run_dir / "model.keras").get_weights()
+
+
+def _assert_same_weights(a, b, atol=1e-5):
+    wa, wb = _weights(a), _weights(b)
+    assert len(wa) == len(wb)
+    worst = max(float(np.max(np.abs(x - y))) for x, y in zip(wa, wb))
+    assert worst <= atol, f"max |difference| {worst:g} > {atol:g}"
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+    """The same job (model with L2 losses, 16 steps) on 1 replica and on 2 CPU replicas."""
+    base = tmp_path_factory.mktemp("runs")
+    model = ["--model", "parity_models:dense_l2"]
+    return {
+        "single": _train(data_dir, base / "single", *model),
+        "mirrored": _train(data_dir, base / "mirrored", *model, "--strategy", "mirrored", "--cpu-replicas", "2"),
+    }
+
+
+def test_mirrored_two_replicas_equals_one_replica_with_l2(runs):
+    _assert_same_weights(runs["single"], runs["mirrored"])
+    single = json.loads((runs["single"] / "summary.json").read_text())
+    mirrored = json.loads((runs["mirrored"] / "summary.json").read_text())
+    assert mirrored["num_replicas"] == 2 and single["num_replicas"] == 1
+    assert mirrored["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
+
+
+def test_evaluation_counts_each_example_once_with_tiny_last_batch(runs):
+    for run in runs.values():
+        history = json.loads((run / "history.json").read_text())
+        assert all(e["test_examples"] == N_TEST for e in history)
+
+
+def test_sync_batchnorm_parity(data_dir, tmp_path):
+    model = ["--model", "parity_models:conv_sync_bn"]
+    single = _train(data_dir, tmp_path / "single", *model)
+    mirrored = _train(data_dir, tmp_path / "mirrored", *model, "--strategy", "mirrored", "--cpu-replicas", "2")
+    _assert_same_weights(single, mirrored)
+
+
+def test_builtin_sync_batchnorm_flag_builds_synchronized_layers():
+    model = models.build(models.get("deep_mlp"), sync_batchnorm=True)
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all(layer.synchronized for layer in bn)
+
+
+def test_xla_under_mirrored_matches(runs, data_dir, tmp_path):
+    xla = _train(data_dir, tmp_path / "xla", "--model", "parity_models:dense_l2", "--strategy", "mirrored",
+                 "--cpu-replicas", "2", "--jit-compile")
+    _assert_same_weights(runs["single"], xla)
+
+
+def test_multi_worker_two_local_workers_match_mirrored(runs, data_dir, tmp_path):
+    out = tmp_path / "mw"
+    result = run_cli("mnist_core.launch", "--workers", "2", "--", "--data-dir", str(data_dir),
+                     "--output-dir", str(out), "--epochs", "2", "--batch-size", "64", "--steps-per-loop", "3",
+                     "--model", "parity_models:dense_l2", env={"PYTHONPATH": TESTS})
+    assert result.returncode == 0, result.stdout + result.stderr
+    digests = dict(re.findall(r"\[worker (\d)\] weights sha256 (\w+)", result.stdout))
+    assert set(digests) == {"0", "1"}, result.stdout
+    assert digests["0"] == digests["1"], "both workers must end with identical weights"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weights_sha256"] == digests["0"] and summary["num_replicas"] == 2
+    assert summary["test_examples"] == N_TEST
+    _assert_same_weights(runs["mirrored"], out)
+    # Only the chief writes the run directory.
+    assert not list(tmp_path.glob("mnist_core_worker_*"))
+
+
+def test_launcher_fails_as_a_whole(data_dir, tmp_path):
+    result = run_cli("mnist_core.launch", "--workers", "2", "--", "--data-dir", str(tmp_path / "missing"),
+                     "--output-dir", str(tmp_path / "mw"))
+    assert result.returncode == 2
+    assert "no such file or directory" in result.stdout
+
+
+def test_batch_not_divisible_by_replicas(data_dir, tmp_path):
+    result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "r"),
+                     "--batch-size", "65", "--strategy", "mirrored", "--cpu-replicas", "2", "--model", "mlp_small")
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == ["mnist-train: error: --batch-size 65 is not divisible by the 2 replicas"]
+    assert not (tmp_path / "r" / "history.json").exists()
+
+
+def test_multi_worker_needs_tf_config(data_dir, tmp_path):
+    result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "r"),
+                     "--strategy", "multi_worker", env={"TF_CONFIG": ""})
+    assert result.returncode == 2
+    assert "needs $TF_CONFIG" in error_lines(result.stderr)[0]
+
+
+# ---------------------------------------------------------------- precision (in-process)
+
+
+def _loop_on(model, optimizer, images, labels):
+    train_loop = loop_lib.make_train_loop(tf.distribute.get_strategy(),
+                                          step_lib.make_train_step(model, optimizer, len(labels)))
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    return {k: float(v) for k, v in train_loop(iterator, tf.constant(1)).items()}
+
+
+def _snapshot(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+@pytest.mark.parametrize("config", [TrainConfig(precision="mixed_float16"),
+                                    TrainConfig(precision="float32", on_nonfinite="skip")])
+def test_nonfinite_step_is_skipped_and_weights_unchanged(config):
+    rng = np.random.default_rng(0)
+    good = rng.random((16, 784), dtype=np.float32)
+    bad = good.copy()
+    bad[3, 5] = np.nan  # an injected NaN makes the loss and every gradient non-finite
+    labels = (np.arange(16) % 10).astype(np.int32)
+    with precision.policy(config.precision):
+        model = models.build(models.get("mlp_small"))
+        optimizer = optim.make_optimizer(config, steps_per_epoch=10)
+        optimizer.build(model.trainable_variables)
+        scale = float(optimizer.dynamic_scale.numpy())
+        before = _snapshot(model)
+        out = _loop_on(model, optimizer, bad, labels)
+        assert out["nonfinite"] == 1
+        for a, b in zip(before, model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        assert int(optimizer.inner_optimizer.iterations.numpy()) == 0, "slots/iterations untouched"
+        expected = scale / 2 if config.precision == "mixed_float16" else 1.0
+        assert float(optimizer.dynamic_scale.numpy()) == expected
+        out = _loop_on(model, optimizer, good, labels)
+        assert out["nonfinite"] == 0 and np.isfinite(out["loss"])
+        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_mixed_precision_computes_in_16_bits_with_float32_logits():
+    with precision.policy("mixed_float16"):
+        model = models.build(models.get("cnn"))
+    conv = model.layers[0]
+    assert conv.compute_dtype == "float16" and conv.kernel.dtype == "float32"
+    assert model(np.zeros((2, 28, 28, 1), np.float32)).dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32", "the policy is restored afterwards"
+
+
+@pytest.mark.parametrize("name", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_learn(tmp_path, name):
+    idx = make_idx_dir(tmp_path / "data", n_train=512, n_test=200)
+    config = TrainConfig(data_dir=str(idx), model="mlp_small", epochs=3, batch_size=64, lr=3e-3,
+                         precision=name, output_dir=str(tmp_path / "run"), quiet=True)
+    summary = Trainer(config, Reporter(quiet=True)).run()
+    assert summary["test_accuracy"] > 0.9
+    if name == "mixed_float16":
+        events = next((tmp_path / "run" / "tensorboard" / "train").glob("events.out.tfevents.*"))
+        assert b"loss_scale" in events.read_bytes()
