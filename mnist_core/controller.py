@@ -17,10 +17,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
+import signal
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from mnist_core import models as model_lib
 from mnist_core import optim, precision, step as step_lib, strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, DataError, MnistCoreError
+from mnist_core.errors import ConfigError, MnistCoreError
 from mnist_core.reporting import Reporter
 
 RUN_FILES = ("history.json", "summary.json", "model.keras", CHECKPOINT_DIR, "tensorboard")
@@ -46,6 +47,41 @@ class NonFiniteLossError(MnistCoreError):
     """Training produced a NaN/Inf loss (``--on-nonfinite stop``)."""
 
     exit_code = 3
+
+
+class InterruptedRun(MnistCoreError):
+    """SIGINT/SIGTERM: a checkpoint was written; exit status 128 + signal (130/143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _SignalGuard:
+    """Turns SIGINT/SIGTERM into a flag checked between loop calls.
+
+    The running loop call finishes (a signal can't stop a compiled loop midway anyway),
+    then the controller checkpoints and stops. The first signal restores SIGINT's default
+    action, so a second Ctrl-C kills the process at once, even inside a long TF call.
+    """
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def write_json(path: Path, value) -> None:
@@ -245,9 +281,49 @@ class Trainer:
             name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
         }
 
+        with _SignalGuard() as signals:
+            global_step = self._epochs(
+                config, strategy, data, out, state, iterator, train_loop, eval_loop, eval_data, writers,
+                optimizer, steps_per_epoch, steps_per_loop, start_step, signals,
+            )
+        model_path = out / "model.keras"
+        model.save(model_path)
+        final = self.history[-1]
+        summary = {
+            "test_accuracy": final["test_accuracy"],
+            "test_loss": final["test_loss"],
+            "test_examples": final["test_examples"],
+            "images_per_second": self._timed_images / self._timed_seconds if self._timed_seconds else None,
+            "seconds": time.perf_counter() - started,
+            "epochs": config.epochs,
+            "steps": global_step,
+            "steps_per_epoch": steps_per_epoch,
+            "steps_per_loop": steps_per_loop,
+            "num_replicas": replicas,
+            "dataset": data.describe(),
+            "input_shape": list(spec.input_shape),
+            "model_path": str(model_path),
+            "output_dir": str(out),
+            "parameters": int(model.count_params()),
+            "weights_sha256": weights_digest(model),
+            "worker": "chief" if chief else "worker",
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+            "config": config.to_dict(),
+        }
+        write_json(out / "summary.json", summary)
+        for writer in writers.values():
+            writer.close()
+        if multi_worker:
+            self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
+        self.reporter.final(self.history, summary)
+        return summary
+
+    def _epochs(self, config, strategy, data, out, state, iterator, train_loop, eval_loop, eval_data, writers,
+                optimizer, steps_per_epoch, steps_per_loop, start_step, signals) -> int:
+        """Runs the epochs from ``start_step`` on; returns the final global step."""
         global_step = start_step
         first_loop = True
-        timed_images = timed_seconds = 0.0
+        self._timed_images = self._timed_seconds = 0.0
         for epoch in range(start_step // steps_per_epoch, config.epochs):
             epoch_started = time.perf_counter()
             done = global_step - epoch * steps_per_epoch
@@ -277,8 +353,10 @@ class Trainer:
                 self.reporter.update(done, sums["loss"] / max(sums["steps"], 1), sums["correct"] / sums["count"], ips)
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0 and done < steps_per_epoch:
                     state.save(global_step)
-            timed_images += epoch_images
-            timed_seconds += epoch_seconds
+                if signals.signum is not None and done < steps_per_epoch:
+                    self._interrupted(signals.signum, state, global_step, out)
+            self._timed_images += epoch_images
+            self._timed_seconds += epoch_seconds
             entry = {
                 "epoch": epoch + 1,
                 "train_loss": sums["loss"] / max(sums["steps"], 1),
@@ -298,38 +376,19 @@ class Trainer:
             write_json(out / "history.json", self.history)
             self._write_summaries(writers, entry, optimizer, global_step)
             self.reporter.end_epoch(entry)
+            if signals.signum is not None and epoch + 1 < config.epochs:
+                self._interrupted(signals.signum, state, global_step, out)
+        return global_step
 
-        model_path = out / "model.keras"
-        model.save(model_path)
-        final = self.history[-1]
-        summary = {
-            "test_accuracy": final["test_accuracy"],
-            "test_loss": final["test_loss"],
-            "test_examples": final["test_examples"],
-            "images_per_second": timed_images / timed_seconds if timed_seconds else None,
-            "seconds": time.perf_counter() - started,
-            "epochs": config.epochs,
-            "steps": global_step,
-            "steps_per_epoch": steps_per_epoch,
-            "steps_per_loop": steps_per_loop,
-            "num_replicas": replicas,
-            "dataset": data.describe(),
-            "input_shape": list(spec.input_shape),
-            "model_path": str(model_path),
-            "output_dir": str(out),
-            "parameters": int(model.count_params()),
-            "weights_sha256": weights_digest(model),
-            "worker": "chief" if chief else "worker",
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-            "config": config.to_dict(),
-        }
-        write_json(out / "summary.json", summary)
-        for writer in writers.values():
-            writer.close()
-        if multi_worker:
-            self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
-        self.reporter.final(self.history, summary)
-        return summary
+    def _interrupted(self, signum: int, state: CheckpointState, global_step: int, out: Path) -> None:
+        self.reporter.end_epoch_progress()
+        path = state.latest if state.latest and state.latest.endswith(f"-{global_step}") else state.save(global_step)
+        name = signal.Signals(signum).name
+        raise InterruptedRun(
+            f"{name} received; stopped after step {global_step} and saved {path}; "
+            f"resume with the same flags plus --resume --output-dir {out}",
+            signum,
+        )
 
     # ------------------------------------------------------------------ helpers
 

@@ -63,10 +63,14 @@ class Reporter:
         stats = f"loss {loss:.4f}  acc {accuracy:.4f}  {_fmt(images_per_second, ',.0f')} img/s"
         self._progress.update(self._task, completed=steps_done, stats=stats)
 
-    def end_epoch(self, entry: Dict) -> None:
+    def end_epoch_progress(self) -> None:
+        """Stops the live progress bar (before an early exit message)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def end_epoch(self, entry: Dict) -> None:
+        self.end_epoch_progress()
         if self.quiet:
             return
         val = ""
