@@ -131,7 +131,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"--devices must be comma-separated GPU indices like 0,1, got {self.devices!r}"
                 )
-        if self.cpu_replicas and self.strategy not in ("mirrored", "one_device", "default"):
+        if self.cpu_replicas and self.strategy != "mirrored":
             raise ConfigError("--cpu-replicas applies to --strategy mirrored only")
 
     @property

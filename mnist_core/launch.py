@@ -22,11 +22,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import List, Optional
 
 from mnist_core import cli
 
 PROG = "mnist-launch"
+# After one worker fails the others get SIGTERM; their checkpoint-on-SIGTERM needs the dead
+# worker's collectives and may never finish, so they are killed after this grace period.
+GRACE_SECONDS = 15.0
 
 
 def free_ports(n: int) -> List[int]:
@@ -72,9 +76,13 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
         thread.start()
         threads.append(thread)
     status = 0
+    kill_at = None
     try:
         remaining = list(range(workers))
         while remaining:
+            if kill_at is not None and time.monotonic() > kill_at:
+                for other in remaining:
+                    procs[other].kill()
             for index in list(remaining):
                 code = procs[index].poll()
                 if code is None:
@@ -86,6 +94,7 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
                           file=sys.stderr, flush=True)
                     for other in remaining:
                         procs[other].send_signal(signal.SIGTERM)
+                    kill_at = time.monotonic() + GRACE_SECONDS
             if remaining:
                 try:
                     procs[remaining[0]].wait(timeout=0.2)

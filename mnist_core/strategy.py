@@ -32,7 +32,7 @@ def configure_devices(config: TrainConfig) -> None:
             tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
         except RuntimeError:
             pass  # already initialised with the same choice (tests run several configs)
-    if config.cpu_replicas > 1 and not (gpus and config.strategy == "mirrored" and config.devices):
+    if config.cpu_replicas > 1 and not gpus:  # with GPUs, mirrored replicates over them
         cpu = tf.config.list_physical_devices("CPU")[0]
         current = tf.config.get_logical_device_configuration(cpu)
         if current is not None and len(current) == config.cpu_replicas:

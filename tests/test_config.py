@@ -21,6 +21,7 @@ from mnist_core.errors import ConfigError
         ({"steps_per_loop": -1}, "--steps-per-loop"),
         ({"devices": "0,x"}, "--devices"),
         ({"lr_schedule": "step"}, "--lr-schedule"),
+        ({"cpu_replicas": 2}, "--cpu-replicas"),
     ],
 )
 def test_invalid_values_name_the_flag(changes, flag):
