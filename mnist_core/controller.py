@@ -252,9 +252,13 @@ class Trainer:
         start_step = 0
         if config.resume:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
-            start_step = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR))
+            chief_checkpoints = str(Path(config.output_dir) / CHECKPOINT_DIR)
+            start_step = state.restore_latest(chief_checkpoints)
             self.history = self._previous_history(out, start_step // steps_per_epoch)
-            self.reporter.info(f"resumed from {state.latest} (step {start_step}, epoch {start_step // steps_per_epoch + 1})")
+            self.reporter.info(
+                f"resumed from {tf.train.latest_checkpoint(chief_checkpoints)} "
+                f"(step {start_step}, epoch {start_step // steps_per_epoch + 1})"
+            )
 
         train_ds = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=config.batch_size,
