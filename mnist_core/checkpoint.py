@@ -16,7 +16,7 @@ last, so a kill during a write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -61,11 +61,11 @@ class CheckpointState:
         self.step.assign(step)
         return self.manager.save(checkpoint_number=step, options=path_options)
 
-    def restore_latest(self, directory: Optional[str] = None) -> int:
+    def restore_latest(self, directory: Optional[str] = None) -> Tuple[int, str]:
         """Restores the newest checkpoint of ``directory`` (default: this state's own).
 
         Returns:
-            The global step of the restored checkpoint.
+            The global step of the restored checkpoint, and its path.
 
         Raises:
             ConfigError: no checkpoint exists, or it does not match this model/optimizer.
@@ -82,7 +82,7 @@ class CheckpointState:
                 f"--resume: checkpoint {path} does not match this model/optimizer "
                 f"({type(e).__name__}: {one_line(e)[:200]})"
             ) from None
-        return int(self.step.numpy())
+        return int(self.step.numpy()), path
 
 
 def has_checkpoint(run_dir: str) -> bool:

@@ -58,8 +58,3 @@ def run_main(prog: str, body: Callable[[], Optional[int]]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
-
-def exit_with(code: int) -> NoReturn:
-    sys.stdout.flush()
-    sys.exit(code)
-

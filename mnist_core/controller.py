@@ -35,7 +35,7 @@ from mnist_core import data as data_lib
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
 from mnist_core import optim, precision, step as step_lib, strategy as strategy_lib
-from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
+from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState, has_checkpoint
 from mnist_core.config import TrainConfig
 from mnist_core.errors import ConfigError, MnistCoreError
 from mnist_core.reporting import Reporter
@@ -136,7 +136,7 @@ def prepare_output_dir(config: TrainConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{flag}: exists and is not a directory")
     if config.resume:
-        if tf.train.latest_checkpoint(str(out / CHECKPOINT_DIR)) is None:
+        if not has_checkpoint(str(out)):
             raise ConfigError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}")
     elif out.exists() and any(out.iterdir()):
         if not config.overwrite:
@@ -252,12 +252,10 @@ class Trainer:
         start_step = 0
         if config.resume:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
-            chief_checkpoints = str(Path(config.output_dir) / CHECKPOINT_DIR)
-            start_step = state.restore_latest(chief_checkpoints)
+            start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR))
             self.history = self._previous_history(out, start_step // steps_per_epoch)
             self.reporter.info(
-                f"resumed from {tf.train.latest_checkpoint(chief_checkpoints)} "
-                f"(step {start_step}, epoch {start_step // steps_per_epoch + 1})"
+                f"resumed from {restored} (step {start_step}, epoch {start_step // steps_per_epoch + 1})"
             )
 
         train_ds = data_lib.train_dataset(
@@ -287,7 +285,7 @@ class Trainer:
 
         with _SignalGuard() as signals:
             global_step = self._epochs(
-                config, strategy, data, out, state, iterator, train_loop, eval_loop, eval_data, writers,
+                out, state, iterator, train_loop, eval_loop, eval_data, writers,
                 optimizer, steps_per_epoch, steps_per_loop, start_step, signals,
             )
         model_path = out / "model.keras"
@@ -322,9 +320,10 @@ class Trainer:
         self.reporter.final(self.history, summary)
         return summary
 
-    def _epochs(self, config, strategy, data, out, state, iterator, train_loop, eval_loop, eval_data, writers,
+    def _epochs(self, out, state, iterator, train_loop, eval_loop, eval_data, writers,
                 optimizer, steps_per_epoch, steps_per_loop, start_step, signals) -> int:
         """Runs the epochs from ``start_step`` on; returns the final global step."""
+        config = self.config
         global_step = start_step
         first_loop = True
         self._timed_images = self._timed_seconds = 0.0
