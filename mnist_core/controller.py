@@ -14,6 +14,7 @@ epoch, or to the next checkpoint), times it, evaluates, and writes the run direc
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -63,21 +64,34 @@ class _SignalGuard:
     The running loop call finishes (a signal can't stop a compiled loop midway anyway),
     then the controller checkpoints and stops. The first signal restores SIGINT's default
     action, so a second Ctrl-C kills the process at once, even inside a long TF call.
+
+    Args:
+        forward_sigint_as_sigterm: under multi_worker, SIGTERM belongs to TensorFlow's
+            PreemptionCheckpointHandler (a checkpoint is a collective: every worker must
+            save at the same step, which only it coordinates). Ctrl-C is then re-sent to
+            this process as SIGTERM so that it takes the same coordinated path.
     """
 
-    def __init__(self):
+    def __init__(self, forward_sigint_as_sigterm: bool = False):
         self.signum: Optional[int] = None
+        self.received: Optional[int] = None
+        self._forward = forward_sigint_as_sigterm
         self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            signals = (signal.SIGINT,) if self._forward else (signal.SIGINT, signal.SIGTERM)
+            for signum in signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        self.received = signum
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if self._forward:
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            self.signum = signum
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
@@ -180,6 +194,7 @@ class Trainer:
         self.on_trace = on_trace
         self.model = None
         self.history: List[Dict] = []
+        self._chief = True
 
     # ------------------------------------------------------------------ set-up
 
@@ -206,7 +221,7 @@ class Trainer:
         config = self.config
         strategy_lib.configure_devices(config)
         strategy = strategy_lib.make_strategy(config)
-        chief = strategy_lib.is_chief(strategy)
+        chief = self._chief = strategy_lib.is_chief(strategy)
         if chief:
             out = prepare_output_dir(config)
         else:
@@ -283,11 +298,20 @@ class Trainer:
             name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
         }
 
-        with _SignalGuard() as signals:
-            global_step = self._epochs(
-                out, state, iterator, train_loop, eval_loop, eval_data, writers,
-                optimizer, steps_per_epoch, steps_per_loop, start_step, signals,
-            )
+        run = _Run(
+            out=out, state=state, iterator=iterator, train_loop=train_loop, eval_loop=eval_loop,
+            eval_data=eval_data, writers=writers, optimizer=optimizer, steps_per_epoch=steps_per_epoch,
+            steps_per_loop=steps_per_loop, start_step=start_step,
+        )
+        with _SignalGuard(forward_sigint_as_sigterm=multi_worker) as signals:
+            run.signals = signals
+            if multi_worker:
+                run.preemption = _PreemptionSaver(strategy, state)
+            try:
+                global_step = self._epochs(run)
+            finally:
+                if run.preemption is not None:
+                    run.preemption.close()
         model_path = out / "model.keras"
         model.save(model_path)
         final = self.history[-1]
@@ -320,10 +344,11 @@ class Trainer:
         self.reporter.final(self.history, summary)
         return summary
 
-    def _epochs(self, out, state, iterator, train_loop, eval_loop, eval_data, writers,
-                optimizer, steps_per_epoch, steps_per_loop, start_step, signals) -> int:
-        """Runs the epochs from ``start_step`` on; returns the final global step."""
+    def _epochs(self, run: "_Run") -> int:
+        """Runs the epochs from ``run.start_step`` on; returns the final global step."""
         config = self.config
+        out, state, signals = run.out, run.state, run.signals
+        steps_per_epoch, steps_per_loop, start_step = run.steps_per_epoch, run.steps_per_loop, run.start_step
         global_step = start_step
         first_loop = True
         self._timed_images = self._timed_seconds = 0.0
@@ -338,7 +363,7 @@ class Trainer:
                 if config.checkpoint_every:
                     n = min(n, config.checkpoint_every - global_step % config.checkpoint_every)
                 t0 = time.perf_counter()
-                result = {k: float(v) for k, v in train_loop(iterator, tf.constant(n, tf.int32)).items()}
+                result = {k: float(v) for k, v in run.train_loop(run.iterator, tf.constant(n, tf.int32)).items()}
                 seconds = time.perf_counter() - t0
                 if not first_loop:  # the first call includes tracing/compilation
                     epoch_images += result["count"]
@@ -356,6 +381,8 @@ class Trainer:
                 self.reporter.update(done, sums["loss"] / max(sums["steps"], 1), sums["correct"] / sums["count"], ips)
                 if config.checkpoint_every and global_step % config.checkpoint_every == 0 and done < steps_per_epoch:
                     state.save(global_step)
+                if run.preemption is not None and run.preemption.after_loop(global_step):
+                    self._interrupted(signals.received or signal.SIGTERM, state, global_step, out)
                 if signals.signum is not None and done < steps_per_epoch:
                     self._interrupted(signals.signum, state, global_step, out)
             self._timed_images += epoch_images
@@ -365,19 +392,19 @@ class Trainer:
                 "train_loss": sums["loss"] / max(sums["steps"], 1),
                 "train_accuracy": sums["correct"] / sums["count"],
             }
-            for name, dataset in eval_data.items():
-                totals = {k: float(v) for k, v in eval_loop(dataset).items()}
+            for name, dataset in run.eval_data.items():
+                totals = {k: float(v) for k, v in run.eval_loop(dataset).items()}
                 entry[f"{name}_loss"] = totals["loss"] / totals["count"]
                 entry[f"{name}_accuracy"] = totals["correct"] / totals["count"]
                 entry[f"{name}_examples"] = int(totals["count"])
-            entry["learning_rate"] = optim.current_learning_rate(optimizer)
+            entry["learning_rate"] = optim.current_learning_rate(run.optimizer)
             entry["images_per_second"] = epoch_images / epoch_seconds if epoch_seconds else None
             entry["seconds"] = time.perf_counter() - epoch_started
             entry["step"] = global_step
             state.save(global_step)
             self.history.append(entry)
             write_json(out / "history.json", self.history)
-            self._write_summaries(writers, entry, optimizer, global_step)
+            self._write_summaries(run.writers, entry, run.optimizer, global_step)
             self.reporter.end_epoch(entry)
             if signals.signum is not None and epoch + 1 < config.epochs:
                 self._interrupted(signals.signum, state, global_step, out)
@@ -387,8 +414,13 @@ class Trainer:
         self.reporter.end_epoch_progress()
         path = state.latest if state.latest and state.latest.endswith(f"-{global_step}") else state.save(global_step)
         name = signal.Signals(signum).name
+        if not self._chief:
+            # A non-chief worker's checkpoint is scratch; the run resumes from the chief's.
+            saved, out = "its worker checkpoint", self.config.output_dir
+        else:
+            saved = path
         raise InterruptedRun(
-            f"{name} received; stopped after step {global_step} and saved {path}; "
+            f"{name} received; stopped after step {global_step} and saved {saved}; "
             f"resume with the same flags plus --resume --output-dir {out}",
             signum,
         )
@@ -439,6 +471,73 @@ class Trainer:
                 tf.summary.scalar("accuracy", entry[f"{name}_accuracy"])
         for writer in writers.values():
             writer.flush()
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the epoch loop needs: the compiled loops, their inputs and where output goes."""
+
+    out: Path
+    state: CheckpointState
+    iterator: object
+    train_loop: Callable
+    eval_loop: Callable
+    eval_data: Dict
+    writers: Dict
+    optimizer: object
+    steps_per_epoch: int
+    steps_per_loop: int
+    start_step: int
+    signals: Optional[_SignalGuard] = None
+    preemption: Optional["_PreemptionSaver"] = None
+
+
+class _PreemptionSaver:
+    """multi_worker preemption: TensorFlow's ``PreemptionCheckpointHandler``.
+
+    Under MultiWorkerMirroredStrategy a checkpoint is a collective, so one worker can't
+    save alone when it is told to stop: the handler (watching SIGTERM) agrees a loop call
+    with every worker through the coordination service, all of them save after it, and
+    then all stop. Saving goes through :class:`CheckpointState` (chief: the run's
+    ``checkpoints/``; others: their scratch directory), so ``--resume`` works as always.
+    """
+
+    def __init__(self, strategy, state: CheckpointState):
+        self._state = state
+        self.triggered = False
+        self._scratch = tempfile.mkdtemp(prefix="mnist_core_preemption_")
+        # The handler restores its manager's latest checkpoint when created and counts
+        # loop calls from the count saved there; every worker must count alike, so it gets
+        # an empty checkpoint of its own and resuming stays with CheckpointState.
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(), self._scratch, max_to_keep=1)
+        termination = tf.distribute.experimental.TerminationConfig(exit_fn=self._exit, save_fn=self._save)
+        self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver, manager, termination_config=termination
+        )
+
+    def _save(self, step: int) -> None:
+        if not (self._state.latest or "").endswith(f"-{step}"):
+            self._state.save(step)
+
+    def _exit(self) -> None:
+        # Return instead of sys.exit: the controller raises InterruptedRun (exit 143).
+        self.triggered = True
+
+    def after_loop(self, global_step: int) -> bool:
+        """Call after every loop call on every worker; True once all have checkpointed."""
+        logger = tf.get_logger()
+        level = logger.level
+        # Its save path calls its own deprecated total_run_calls, logging a warning that
+        # would tell users to change code that is TensorFlow's, not theirs.
+        logger.setLevel("ERROR")
+        try:
+            self._handler.save_checkpoint_if_preempted(global_step)
+        finally:
+            logger.setLevel(level)
+        return self.triggered
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> Dict:

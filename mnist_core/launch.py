@@ -70,13 +70,27 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
     for index in range(workers):
         env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONUNBUFFERED="1")
         cmd = [python, "-m", "mnist_core.train", "--strategy", "multi_worker", *train_args]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Own session: a Ctrl-C in the terminal reaches the launcher only, which passes it
+        # on exactly once (a second SIGINT would make a worker abort its checkpoint).
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         procs.append(proc)
         thread = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {index}]", sys.stdout), daemon=True)
         thread.start()
         threads.append(thread)
     status = 0
     kill_at = None
+    forwarded = []
+
+    def forward(signum, frame):
+        # A preempted launcher passes SIGTERM on: the workers' PreemptionCheckpointHandler
+        # checkpoints all of them at the same step, then they exit 143.
+        forwarded.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
     try:
         remaining = list(range(workers))
         while remaining:
@@ -90,6 +104,8 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
                 remaining.remove(index)
                 if code != 0 and status == 0:
                     status = code
+                    if forwarded:
+                        continue
                     print(f"{PROG}: worker {index} exited with status {code}; stopping the others",
                           file=sys.stderr, flush=True)
                     for other in remaining:
@@ -104,9 +120,16 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            proc.wait()
+        try:
+            for proc in procs:
+                proc.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            for proc in procs:
+                proc.kill()
         status = 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     for thread in threads:
         thread.join(timeout=5)
     return status

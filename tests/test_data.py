@@ -1,4 +1,6 @@
 import gzip
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +112,33 @@ def test_data_dir_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--data-dir .*empty: found no mnist data"):
         data.load_from_path(tmp_path / "empty", "mnist")
+
+
+def test_unreadable_data_dir(idx_dir, monkeypatch):
+    if os.geteuid() == 0:
+        # Root reads any directory whatever its mode bits: simulate what a user would see.
+        real_access = os.access
+        monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != idx_dir and real_access(p, mode))
+    idx_dir.chmod(0o000)
+    try:
+        with pytest.raises(DataError, match=r"^--data-dir .*data: directory is not readable$"):
+            data.load_from_path(idx_dir, "mnist")
+    finally:
+        idx_dir.chmod(0o755)
+
+
+def test_unreadable_idx_file_is_one_line_error(idx_dir, monkeypatch):
+    target = idx_dir / "train-images-idx3-ubyte.gz"
+    real_read = Path.read_bytes
+
+    def read_bytes(path):
+        if path == target:  # as for a file of mode 000 owned by someone else
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: cannot read \(Permission denied\)$"):
+        data.load_from_path(idx_dir, "mnist")
 
 
 def test_resolution_order_env_then_keras_then_debian(tmp_path, monkeypatch):

@@ -38,9 +38,10 @@ def full_run(data_dir, tmp_path_factory):
     return out
 
 
-def _start(data_dir, out):
+def _start(data_dir, out, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(out), *ARGS],
+        [sys.executable, "-m", "mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(out), *ARGS,
+         *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -100,6 +101,23 @@ def test_sigterm_checkpoints_and_says_how_to_resume(data_dir, full_run, tmp_path
     resumed = _train(data_dir, out, "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert _summary(out)["weights_sha256"] == _summary(full_run)["weights_sha256"]
+
+
+def test_mirrored_sigkill_mid_epoch_then_resume_is_exact(data_dir, tmp_path):
+    """The resume mechanism under 2 replicas: same weights as an uninterrupted 2-replica run."""
+    mirrored = ["--strategy", "mirrored", "--cpu-replicas", "2"]
+    reference = tmp_path / "reference"
+    assert _train(data_dir, reference, *mirrored).returncode == 0
+    out = tmp_path / "run"
+    proc = _start(data_dir, out, *mirrored)
+    _wait_for_checkpoint(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "summary.json").exists(), "killed before the end"
+    resumed = _train(data_dir, out, *mirrored, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _summary(out)["num_replicas"] == 2
+    assert _summary(out)["weights_sha256"] == _summary(reference)["weights_sha256"]
 
 
 def test_nonfinite_loss_stops_with_step_and_checkpoint(data_dir, tmp_path):

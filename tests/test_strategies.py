@@ -6,6 +6,7 @@ compared weight by weight.
 """
 
 import json
+import os
 import re
 
 import keras
@@ -191,3 +192,70 @@ def test_mixed_precision_runs_learn(tmp_path, name):
     if name == "mixed_float16":
         events = next((tmp_path / "run" / "tensorboard" / "train").glob("events.out.tfevents.*"))
         assert b"loss_scale" in events.read_bytes()
+
+
+# ---------------------------------------------------------------- multi_worker preemption
+
+
+def _start_workers(args, out, n=2):
+    import subprocess
+    import sys
+
+    from mnist_core.launch import free_ports, tf_config
+
+    ports = free_ports(n)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_core.train", "--strategy", "multi_worker", "--output-dir", str(out), *args],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CONFIG": tf_config(ports, i), "PYTHONPATH": TESTS},
+        )
+        for i in range(n)
+    ]
+
+
+def test_multi_worker_sigterm_to_one_worker_checkpoints_all_then_resumes(tmp_path):
+    """SIGTERM to the non-chief only: every worker saves at the same step and stops (143).
+
+    A checkpoint under MultiWorkerMirroredStrategy is a collective; without
+    PreemptionCheckpointHandler the signalled worker would save alone and hang. Resuming
+    with the launcher then finishes with the weights of an uninterrupted 2-replica run.
+    """
+    import signal
+    import time
+
+    data = make_idx_dir(tmp_path / "data", n_train=4096, n_test=N_TEST)
+    args = ["--data-dir", str(data), "--epochs", "3", "--batch-size", "64", "--steps-per-loop", "1",
+            "--checkpoint-every", "4", "--model", "parity_models:dense_l2", "--quiet"]
+    out = tmp_path / "mw"
+    workers = _start_workers(args, out)
+    index = out / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 180
+    while not index.exists():
+        assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    workers[1].send_signal(signal.SIGTERM)
+    results = [w.communicate(timeout=180) for w in workers]
+    codes = [w.returncode for w in workers]
+    assert codes == [143, 143], results
+    steps = set()
+    for _, stderr in results:
+        lines = error_lines(stderr)
+        assert len(lines) == 1 and "SIGTERM received; stopped after step" in lines[0], stderr
+        steps.add(int(lines[0].split("stopped after step ")[1].split()[0]))
+    assert len(steps) == 1, f"workers stopped at different steps: {steps}"
+    step = steps.pop()
+    assert step < 3 * 64, "stopped before the end of the run"
+    assert (out / "checkpoints" / f"ckpt-{step}.index").exists()
+    assert not (out / "summary.json").exists()
+
+    resumed = run_cli("mnist_core.launch", "--workers", "2", "--", *args, "--output-dir", str(out), "--resume",
+                      env={"PYTHONPATH": TESTS})
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3 * 64
+    reference = tmp_path / "mirrored"
+    result = run_cli("mnist_core.train", *args, "--output-dir", str(reference), "--strategy", "mirrored",
+                     "--cpu-replicas", "2", env={"PYTHONPATH": TESTS})
+    assert result.returncode == 0, result.stderr
+    _assert_same_weights(reference, out)
