@@ -178,6 +178,75 @@ def auto_steps_per_loop(steps_per_epoch: int) -> int:
     return max(1, min(100, steps_per_epoch // 10))
 
 
+@dataclasses.dataclass
+class Program:
+    """The compiled training program of a config: model, optimizer, loops and inputs.
+
+    Built by :func:`make_program`; the controller drives it, and the benchmarks time it
+    exactly as the controller runs it.
+    """
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    spec: model_lib.ModelSpec
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    train_loop: Callable
+    eval_loop: Callable
+    steps_per_epoch: int
+    steps_per_loop: int
+
+    def _options(self) -> tf.data.Options:
+        return _dataset_options(self.config.strategy == "multi_worker")
+
+    def train_iterator(self, data: data_lib.MnistData, start_step: int = 0):
+        """The distributed iterator over the (endless) training batches from ``start_step``."""
+        dataset = data_lib.train_dataset(
+            data.train_images, data.train_labels, global_batch_size=self.config.batch_size,
+            seed=self.config.seed, input_shape=self.spec.input_shape, skip_batches=start_step,
+        )
+        return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
+
+    def eval_input(self, images: np.ndarray, labels: np.ndarray):
+        """A distributed, finite evaluation dataset (every example exactly once)."""
+        dataset = data_lib.eval_dataset(images, labels, batch_size=self.config.batch_size,
+                                        input_shape=self.spec.input_shape)
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
+
+
+def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
+                 on_trace: Optional[Callable[[], None]] = None) -> Program:
+    """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
+
+    Raises:
+        ConfigError: the batch size does not divide over the replicas or exceeds the data.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas")
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {num_train} training examples")
+    spec = model_lib.get(config.model)
+    with strategy.scope():
+        model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
+        optimizer = optim.make_optimizer(config, steps_per_epoch)
+        # Keras 3 creates slot variables lazily; a tf.function would then try to create
+        # them while tracing (fails: "You must feed a value for placeholder"). Build now,
+        # in scope, so slots are distributed like the weights and restorable.
+        optimizer.build(model.trainable_variables)
+    train_step = step_lib.make_train_step(
+        model, optimizer, config.batch_size, jit_compile=config.jit_compile, num_replicas=replicas
+    )
+    return Program(
+        config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
+        train_loop=loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace),
+        eval_loop=loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model)),
+        steps_per_epoch=steps_per_epoch,
+        steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch),
+    )
+
+
 class Trainer:
     """Runs one training job described by a :class:`TrainConfig`.
 
@@ -244,24 +313,9 @@ class Trainer:
         config = self.config
         replicas = strategy.num_replicas_in_sync
         multi_worker = config.strategy == "multi_worker"
-        if config.batch_size % replicas:
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas"
-            )
-        steps_per_epoch = data.num_train // config.batch_size
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is larger than the {data.num_train} training examples"
-            )
-        steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
-        spec = model_lib.get(config.model)
-        with strategy.scope():
-            model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
-            optimizer = optim.make_optimizer(config, steps_per_epoch)
-            # Keras 3 creates slot variables lazily; a tf.function would then try to create
-            # them while tracing (fails: "You must feed a value for placeholder"). Build now,
-            # in scope, so slots are distributed like the weights and restorable.
-            optimizer.build(model.trainable_variables)
+        program = make_program(config, strategy, data.num_train, on_trace=self.on_trace)
+        model, optimizer, spec = program.model, program.optimizer, program.spec
+        steps_per_epoch, steps_per_loop = program.steps_per_epoch, program.steps_per_loop
         self.model = model
         state = CheckpointState(model, optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
         start_step = 0
@@ -272,28 +326,12 @@ class Trainer:
             self.reporter.info(
                 f"resumed from {restored} (step {start_step}, epoch {start_step // steps_per_epoch + 1})"
             )
-
-        train_ds = data_lib.train_dataset(
-            data.train_images, data.train_labels, global_batch_size=config.batch_size,
-            seed=config.seed, input_shape=spec.input_shape, skip_batches=start_step,
-        )
-        options = _dataset_options(multi_worker)
-        iterator = iter(strategy.experimental_distribute_dataset(train_ds.with_options(options)))
+        iterator = program.train_iterator(data, start_step)
         eval_sets = {"test": (data.test_images, data.test_labels)}
         if data.val_images is not None:
             eval_sets["val"] = (data.val_images, data.val_labels)
-        eval_data = {
-            name: strategy.experimental_distribute_dataset(
-                data_lib.eval_dataset(x, y, batch_size=config.batch_size, input_shape=spec.input_shape)
-                .with_options(options)
-            )
-            for name, (x, y) in eval_sets.items()
-        }
-        train_step = step_lib.make_train_step(
-            model, optimizer, config.batch_size, jit_compile=config.jit_compile, num_replicas=replicas
-        )
-        train_loop = loop_lib.make_train_loop(strategy, train_step, on_trace=self.on_trace)
-        eval_loop = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model))
+        eval_data = {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
+        train_loop, eval_loop = program.train_loop, program.eval_loop
         writers = {
             name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
         }
