@@ -42,6 +42,8 @@ class TrainConfig:
         lr_decay_rate: Per-epoch decay factor of the ``exponential`` schedule.
         momentum: Momentum of ``sgd``.
         epochs: Number of passes over the training set.
+        target_accuracy: Stop after the first epoch whose test accuracy reaches this
+            (0: train all epochs).
         batch_size: Global batch size (summed over replicas).
         steps_per_loop: Training steps per compiled loop call; 0 picks about a tenth
             of an epoch (at most 100).
@@ -73,6 +75,7 @@ class TrainConfig:
     lr_decay_rate: float = 0.9
     momentum: float = 0.9
     epochs: int = 5
+    target_accuracy: float = 0.0
     batch_size: int = 128
     steps_per_loop: int = 0
     val_split: float = 0.0
@@ -117,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"--lr-decay-rate must be in (0, 1], got {self.lr_decay_rate!r}")
         if not (_finite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if not (_finite(self.target_accuracy) and 0 <= self.target_accuracy <= 1):
+            raise ConfigError(f"--target-accuracy must be in [0, 1], got {self.target_accuracy!r}")
         if not (_finite(self.val_split) and 0 <= self.val_split < 1):
             raise ConfigError(f"--val-split must be in [0, 1), got {self.val_split!r}")
         if not isinstance(self.model, str) or not self.model.strip():

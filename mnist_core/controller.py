@@ -359,7 +359,7 @@ class Trainer:
             "test_examples": final["test_examples"],
             "images_per_second": self._timed_images / self._timed_seconds if self._timed_seconds else None,
             "seconds": time.perf_counter() - started,
-            "epochs": config.epochs,
+            "epochs": len(self.history),
             "steps": global_step,
             "steps_per_epoch": steps_per_epoch,
             "steps_per_loop": steps_per_loop,
@@ -444,6 +444,12 @@ class Trainer:
             write_json(out / "history.json", self.history)
             self._write_summaries(run.writers, entry, run.optimizer, global_step)
             self.reporter.end_epoch(entry)
+            if config.target_accuracy and entry["test_accuracy"] >= config.target_accuracy:
+                self.reporter.info(
+                    f"test accuracy {entry['test_accuracy']:.4f} reached --target-accuracy "
+                    f"{config.target_accuracy} after epoch {epoch + 1}; stopping"
+                )
+                break
             if signals.signum is not None and epoch + 1 < config.epochs:
                 self._interrupted(signals.signum, state, global_step, out)
         return global_step

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"per-epoch factor of --lr-schedule exponential (default {d.lr_decay_rate})")
     g.add_argument("--momentum", type=float, help=f"momentum of sgd (default {d.momentum})")
     g.add_argument("--epochs", type=cli.positive_int, help=f"epochs (default {d.epochs})")
+    g.add_argument("--target-accuracy", dest="target_accuracy", type=float, metavar="A",
+                   help="stop after the first epoch whose test accuracy is at least A (default: all epochs)")
     g.add_argument("--batch-size", dest="batch_size", type=cli.positive_int,
                    help=f"global batch size (default {d.batch_size})")
     g.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")

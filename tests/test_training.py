@@ -127,3 +127,12 @@ def test_validation_split_is_reported(idx_dir, tmp_path):
     entry = json.loads((tmp_path / "run" / "history.json").read_text())[0]
     assert entry["val_examples"] == 128 and entry["test_examples"] == 200
     assert 0 <= entry["val_accuracy"] <= 1
+
+
+def test_target_accuracy_stops_after_the_first_epoch_reaching_it(idx_dir, tmp_path):
+    config = _config(idx_dir, tmp_path, model="mlp_small", epochs=30, target_accuracy=0.9, lr=1e-3)
+    summary = Trainer(config, Reporter(quiet=True)).run()
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    accuracies = [e["test_accuracy"] for e in history]
+    assert accuracies[-1] >= 0.9 and all(a < 0.9 for a in accuracies[:-1])
+    assert len(history) < 30 and summary["epochs"] == len(history)
