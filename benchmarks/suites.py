@@ -1,0 +1,380 @@
+"""The benchmark suites: pipeline, train, fit, scaling, tta.
+
+``train`` and ``fit`` time the same thing: steady-state training images/s of one model,
+optimizer (Adam 1e-3), batch size and data, after warm-up. mnist_core runs its compiled
+loop exactly as the controller does (``controller.make_program``); ``fit`` is the tutorial
+recipe users run today — ``model.compile(...)`` + ``model.fit`` on float32 numpy arrays —
+with Keras' defaults (``steps_per_execution=1``, ``jit_compile="auto"``, which is XLA
+for these models), and again with ``steps_per_execution``/``jit_compile`` matched to
+mnist_core's. Both report the accuracy metric, so both do the same work per step.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from benchmarks.common import Measurement, Output, peak_rss_mib, repeat_timed, rss_mib
+
+MODELS = ("mlp", "deep_mlp", "cnn", "lenet")
+
+
+@dataclass
+class Settings:
+    """What to run; ``--quick`` shrinks every grid."""
+
+    models: List[str]
+    batch_sizes: List[int]
+    steps_per_loop: List[int]
+    jit: List[bool]
+    precisions: List[str]
+    repeats: int
+    # Seconds per timed window: the step count is calibrated per model and batch size
+    # (a cnn step costs ~30 mlp steps), and model.fit is timed over the same steps.
+    window_seconds: float
+    replicas: List[int]
+    dataset_sizes: List[int]
+    tta: List[Dict]
+    seed: int = 42
+
+
+def calibrated_steps(seconds_per_step: float, window_seconds: float, max_steps: int = 100000) -> int:
+    """Steps filling a window of ``window_seconds`` (at least 5, so a window is never one call)."""
+    return int(min(max_steps, max(5, round(window_seconds / max(seconds_per_step, 1e-6)))))
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> None:
+    """images/s of the training input pipeline alone, per source and batch size."""
+    from mnist_core import data as data_lib
+
+    sources = {"in-memory arrays": (lambda: data, 0.0)}
+    if data_dir and Path(data_dir).is_dir() and data_lib.has_idx_files(Path(data_dir)):
+        started = time.perf_counter()
+        loaded = data_lib.load_idx_dir(Path(data_dir), data.name)
+        sources["IDX files"] = (lambda: loaded, time.perf_counter() - started)
+    if data_lib.tfds_prepared("mnist"):
+        started = time.perf_counter()
+        loaded = data_lib.load_tfds("mnist")
+        sources["TFDS mnist"] = (lambda: loaded, time.perf_counter() - started)
+    rows = []
+    for source, (get, load_seconds) in sources.items():
+        source_data = get()
+        for batch_size in settings.batch_sizes:
+            dataset = data_lib.train_dataset(source_data.train_images, source_data.train_labels,
+                                             global_batch_size=batch_size, seed=settings.seed,
+                                             input_shape=(28, 28, 1))
+            iterator = iter(dataset)
+            steps = max(20, int(settings.window_seconds * 400000) // batch_size)
+            started = time.perf_counter()
+            for _ in range(min(steps, source_data.num_train // batch_size)):
+                next(iterator)  # the first pass fills the cache: warm-up, reported apart
+            warmup = time.perf_counter() - started
+
+            def consume():
+                for _ in range(steps):
+                    next(iterator)
+                return steps * batch_size
+
+            rates = repeat_timed(consume, settings.repeats)
+            m = out.add(Measurement("pipeline", source, {"source": source, "batch_size": batch_size,
+                                                         "examples": source_data.num_train},
+                                    "images/s", rates, {"warmup_seconds": warmup, "load_seconds": load_seconds}))
+            rows.append([source, batch_size, m.median, min(rates), max(rates), load_seconds])
+    out.table("pipeline: tf.data training input alone (no model)",
+              ["source", "batch", "images/s", "min", "max", "load s"], rows)
+
+
+# --------------------------------------------------------------------------- train / fit
+
+
+def _core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int,
+                 strategy: str = "default", cpu_replicas: int = 0):
+    from mnist_core.config import TrainConfig
+
+    return TrainConfig(model=model, batch_size=batch_size, steps_per_loop=steps_per_loop, jit_compile=jit,
+                       precision=precision, optimizer="adam", seed=seed, quiet=True, strategy=strategy,
+                       cpu_replicas=cpu_replicas)
+
+
+def measure_core(config, data, window_seconds: float, repeats: int, strategy=None,
+                 steps: Optional[int] = None) -> Dict:
+    """mnist_core's loop: warm-up (trace/compile) seconds and images/s per repeat.
+
+    ``steps`` per window, or calibrated to fill ``window_seconds``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from mnist_core import precision
+    from mnist_core.controller import make_program
+
+    gc.collect()  # free the previous measurement's pipeline threads and variables first
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(config.seed)
+    with precision.policy(config.precision):
+        program = make_program(config, strategy, data.num_train)
+        iterator = program.train_iterator(data)
+        spl = config.steps_per_loop
+
+        def run(total):
+            done = 0
+            while done < total:
+                n = min(spl, total - done)
+                result = program.train_loop(iterator, tf.constant(n, tf.int32))
+                float(result["loss"])  # wait for the result, as the controller does
+                done += n
+            return total * config.batch_size
+
+        started = time.perf_counter()
+        run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
+        warmup = time.perf_counter() - started
+        probe = min(spl, 5) if spl > 1 else 5
+        started = time.perf_counter()
+        run(probe)  # also starts filling the pipeline's cache
+        if steps is None:
+            steps = calibrated_steps((time.perf_counter() - started) / probe, window_seconds)
+        rates = repeat_timed(lambda: run(steps), repeats)
+    rss = rss_mib()  # while this measurement's pipeline (and its cache) is alive
+    return {"rates": rates, "warmup_seconds": warmup, "steps": steps, "rss_mib": rss}
+
+
+def measure_fit(model_name: str, batch_size: int, data, steps: int, repeats: int, seed: int,
+                steps_per_execution: int = 1, jit_compile="auto") -> Dict:
+    """Keras ``model.fit`` on float32 numpy arrays, the tutorial recipe; images/s per repeat.
+
+    Training runs over the whole training set for as many epochs as it takes (shuffled,
+    epoch boundaries included, as users run it); a callback notes when each execution
+    ends, without touching the logs. After one warm-up execution (tracing/compilation,
+    reported apart), each repeat is a window of ``steps`` batches, rounded up to whole
+    executions.
+    """
+    import math
+
+    import keras
+
+    from mnist_core import models
+
+    gc.collect()
+    keras.utils.set_random_seed(seed)
+    spec = models.get(model_name)
+    model = models.build(spec)
+    spe = max(1, min(steps_per_execution, steps))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], steps_per_execution=spe, jit_compile=jit_compile)
+    n = data.num_train // batch_size * batch_size  # whole batches: every execution is spe batches
+    x = (data.train_images[:n].astype("float32") / 255.0).reshape((n, *spec.input_shape))
+    y = data.train_labels[:n].astype("int64")
+    per_window = math.ceil(steps / spe)  # executions per timed window
+    needed = 1 + repeats * per_window
+    ends: List[float] = [time.perf_counter()]
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+            if len(ends) > needed:
+                self.model.stop_training = True
+
+    epochs = math.ceil(needed * spe * batch_size / n) + 1
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True, callbacks=[Clock()])
+    jit_resolved = bool(model.jit_compile)
+    images = per_window * spe * batch_size
+    rates = [images / (ends[1 + (i + 1) * per_window] - ends[1 + i * per_window]) for i in range(repeats)]
+    return {"rates": rates, "warmup_seconds": ends[1] - ends[0], "jit_compile_resolved": jit_resolved,
+            "timed_steps": per_window * spe, "steps_per_execution": spe}
+
+
+def train_and_fit(out: Output, settings: Settings, data, suites: List[str], strategy=None,
+                  replicas: int = 1) -> Dict:
+    """The ``train`` grid and, with ``fit``, the model.fit baselines side by side."""
+    results = {}
+    fit_steps = {}
+    rows = []
+    for model in settings.models:
+        for batch_size in settings.batch_sizes:
+            for precision in settings.precisions:
+                for jit in settings.jit:
+                    for spl in settings.steps_per_loop:
+                        config = _core_config(model, batch_size, spl, jit, precision, settings.seed)
+                        r = measure_core(config, data, settings.window_seconds, settings.repeats, strategy)
+                        steps = r["steps"]
+                        if jit is False and precision == "float32":
+                            fit_steps[(model, batch_size)] = steps
+                        key = ("core", model, batch_size, precision, jit, spl)
+                        m = out.add(Measurement(
+                            "train", f"mnist_core {model}",
+                            {"trainer": "mnist_core", "model": model, "batch_size": batch_size,
+                             "precision": precision, "jit_compile": jit, "steps_per_loop": spl,
+                             "timed_steps": steps, "replicas": replicas, "examples": data.num_train},
+                            "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
+                        results[key] = m.median
+                        rows.append([f"mnist_core {model}", batch_size, precision, "on" if jit else "off", spl,
+                                     m.median, min(r["rates"]), max(r["rates"]), r["warmup_seconds"], None])
+            if "fit" in suites:
+                spl = max(settings.steps_per_loop)
+                steps = fit_steps.get((model, batch_size), 50)
+                variants = [("defaults", 1, "auto")]
+                for jit in settings.jit:
+                    variants.append((f"matched spe={spl} jit={'on' if jit else 'off'}", spl, jit))
+                for label, spe, jit in variants:
+                    r = measure_fit(model, batch_size, data, steps, settings.repeats, settings.seed, spe, jit)
+                    m = out.add(Measurement(
+                        "fit", f"model.fit {model} ({label})",
+                        {"trainer": "model.fit", "model": model, "batch_size": batch_size, "precision": "float32",
+                         "steps_per_execution": r["steps_per_execution"], "jit_compile": jit,
+                         "jit_compile_resolved": r["jit_compile_resolved"], "timed_steps": r["timed_steps"],
+                         "examples": data.num_train},
+                        "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
+                    results[("fit", model, batch_size, label)] = m.median
+                    core = _best_core(results, model, batch_size, spl, None if spe == 1 else jit)
+                    ratio = core / m.median if core else None
+                    if ratio is not None:
+                        out.add(Measurement("fit", f"ratio mnist_core/fit {model} ({label})",
+                                            {"model": model, "batch_size": batch_size, "fit": label,
+                                             "mnist_core_images_per_second": core}, "x", [ratio]))
+                    rows.append([f"model.fit {model} ({label})", batch_size, "float32",
+                                 "auto→" + ("on" if r["jit_compile_resolved"] else "off") if jit == "auto"
+                                 else ("on" if jit else "off"), spe, m.median, min(r["rates"]),
+                                 max(r["rates"]), r["warmup_seconds"], ratio])
+    title = "train (mnist_core loop)" + (" vs model.fit" if "fit" in suites else "")
+    out.table(f"{title}; ratio = mnist_core / fit",
+              ["trainer", "batch", "precision", "jit", "spl/spe", "images/s", "min", "max", "warm-up s", "ratio"],
+              rows)
+    return results
+
+
+def _best_core(results: Dict, model: str, batch_size: int, spl: int, jit: Optional[bool]) -> Optional[float]:
+    """mnist_core float32 at ``spl``: with ``jit`` matched, or the faster of jit on/off."""
+    values = [v for (kind, m, b, p, j, s), v in ((k, v) for k, v in results.items() if k[0] == "core")
+              if m == model and b == batch_size and p == "float32" and s == spl and (jit is None or j == jit)]
+    return max(values) if values else None
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def _subprocess_suite(args: List[str], timeout: int = 1800) -> List[Dict]:
+    """Runs ``python -m benchmarks.run ARGS --json TMP`` (a fresh process: TensorFlow's
+    logical devices are fixed at start-up, and peak memory is per process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.jsonl")
+        result = subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--json", path, "--no-tables"],
+                                capture_output=True, text=True, timeout=timeout,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if result.returncode != 0:
+            raise RuntimeError(f"benchmark subprocess failed: {' '.join(args)}\n{result.stderr[-2000:]}")
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+
+
+def scaling(out: Output, settings: Settings, data, common_args: List[str]) -> None:
+    """images/s against replicas (logical CPUs or GPUs), memory and epoch time against data size.
+
+    Replica counts above 1 and the dataset sizes run in fresh processes: logical devices
+    are fixed when TensorFlow starts, and peak memory is a per-process figure.
+    """
+    rows = []
+    model, batch_size, spl = "mlp", max(settings.batch_sizes), max(settings.steps_per_loop)
+    base = None
+    for n in settings.replicas:
+        if n == 1:
+            r = measure_core(_core_config(model, batch_size, spl, False, "float32", settings.seed), data,
+                             settings.window_seconds, settings.repeats)
+            records = [{"config": {"model": model, "batch_size": batch_size, "steps_per_loop": spl,
+                                   "timed_steps": r["steps"]}, "samples": r["rates"],
+                        "warmup_seconds": r["warmup_seconds"]}]
+        else:
+            records = _subprocess_suite([*common_args, "--suite", "train", "--models", model, "--batch-sizes",
+                                         str(batch_size), "--steps-per-loop", str(spl), "--jit", "off",
+                                         "--precisions", "float32", "--replicas", str(n)])
+        for record in records:
+            m = out.add(Measurement("scaling", f"replicas {n}", {**record["config"], "replicas": n},
+                                    "images/s", record["samples"], {"warmup_seconds": record["warmup_seconds"]}))
+            base = base or m.median
+            rows.append([f"{model} batch {batch_size}, {n} replica(s)", m.median, m.median / base, None, None, None])
+    sizes = ",".join(str(size) for size in sorted(settings.dataset_sizes))
+    for record in _subprocess_suite([*common_args, "--suite", "epoch", "--dataset-sizes", sizes,
+                                     "--models", "deep_mlp", "--batch-sizes", "128"]):
+        m = out.add(Measurement("scaling", record["name"], record["config"], "seconds", record["samples"],
+                                {"peak_rss_mib": record["peak_rss_mib"], "rss_growth_mib": record["rss_growth_mib"]}))
+        rows.append([f"deep_mlp epoch of {record['config']['examples']:,} examples", None, None, m.median,
+                     record["peak_rss_mib"], record["rss_growth_mib"]])
+    out.table("scaling: replicas (mirrored, logical CPU devices without GPUs) and dataset size",
+              ["run", "images/s", "vs 1", "epoch s", "peak RSS MiB", "RSS growth MiB"], rows)
+
+
+def epoch(out: Output, settings: Settings, data) -> None:
+    """One full training epoch per dataset size (ascending, tiled from ``data``), and the
+    process's peak memory after it (peak RSS only grows, so sizes go smallest first)."""
+    import dataclasses
+
+    from mnist_core.controller import auto_steps_per_loop
+
+    model, batch_size = settings.models[0], settings.batch_sizes[0]
+    for size in sorted(settings.dataset_sizes):
+        reps = -(-size // data.num_train)
+        pick = lambda a: np.concatenate([a] * reps)[:size]  # noqa: E731
+        sized = dataclasses.replace(data, train_images=pick(data.train_images), train_labels=pick(data.train_labels))
+        steps = size // batch_size
+        config = _core_config(model, batch_size, auto_steps_per_loop(steps), False, "float32", settings.seed)
+        before = rss_mib()
+        r = measure_core(config, sized, 0.0, 1, steps=steps)
+        out.add(Measurement("epoch", f"epoch {size}", {"model": model, "batch_size": batch_size, "examples": size},
+                            "seconds", [steps * batch_size / r["rates"][0]],
+                            {"peak_rss_mib": peak_rss_mib(), "rss_growth_mib": r["rss_mib"] - before}))
+
+
+# --------------------------------------------------------------------------- time to accuracy
+
+
+def tta(out: Output, settings: Settings, shared: str) -> None:
+    """Wall time to a target test accuracy, from process start and from the first step."""
+    rows = []
+    for job in settings.tta:
+        data_dir = os.path.join(shared, job["data"])
+        if not os.path.isdir(data_dir):
+            out.console.print(f"tta: skipped {job['model']} ({data_dir} not found)")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = os.path.join(tmp, "run")
+            started = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-m", "mnist_core.train", "--data-dir", data_dir, "--model", job["model"],
+                 "--optimizer", job["optimizer"], "--epochs", str(job["max_epochs"]), "--target-accuracy",
+                 str(job["target"]), "--output-dir", run_dir, "--quiet", *job.get("args", [])],
+                capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            if result.returncode != 0:
+                raise RuntimeError(f"tta run failed: {result.stderr[-2000:]}")
+            with open(os.path.join(run_dir, "history.json")) as f:
+                history = json.load(f)
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                summary = json.load(f)
+        reached = history[-1]["test_accuracy"] >= job["target"]
+        from_first_step = sum(e["seconds"] for e in history)
+        # wall - summary["seconds"]: interpreter start and imports (plus a negligible exit);
+        # elapsed_seconds: trainer start to the end of the epoch that reached the target,
+        # leaving out saving model.keras and summary.json afterwards.
+        from_start = wall - summary["seconds"] + history[-1]["elapsed_seconds"]
+        m = out.add(Measurement("tta", f"{job['model']} to {job['target']}",
+                                {**job, "epochs_run": len(history)}, "seconds", [from_start],
+                                {"reached": reached, "from_first_step_seconds": from_first_step,
+                                 "final_test_accuracy": history[-1]["test_accuracy"]}))
+        rows.append([f"{job['model']} ({job['data']})", job["target"], history[-1]["test_accuracy"],
+                     len(history), m.median, from_first_step, "yes" if reached else "NO"])
+    out.table("tta: time to test accuracy (one run each)",
+              ["model", "target", "reached acc", "epochs", "s from process start", "s from first step", "reached"],
+              rows)
