@@ -114,6 +114,11 @@ class TrainConfig:
         ):
             _non_negative_int(flag, value)
         _int("--seed", self.seed)
+        for field in dataclasses.fields(self):
+            if field.type in ("bool", bool) and not isinstance(getattr(self, field.name), bool):
+                raise ConfigError(
+                    f"--{field.name.replace('_', '-')} must be true or false, got {getattr(self, field.name)!r}"
+                )
         if self.lr is not None and not (_finite(self.lr) and self.lr > 0):
             raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
         if not (_finite(self.lr_decay_rate) and 0 < self.lr_decay_rate <= 1):

@@ -339,7 +339,7 @@ class Trainer:
         run = _Run(
             out=out, state=state, iterator=iterator, train_loop=train_loop, eval_loop=eval_loop,
             eval_data=eval_data, writers=writers, optimizer=optimizer, steps_per_epoch=steps_per_epoch,
-            steps_per_loop=steps_per_loop, start_step=start_step,
+            steps_per_loop=steps_per_loop, start_step=start_step, started=started,
         )
         with _SignalGuard(forward_sigint_as_sigterm=multi_worker) as signals:
             run.signals = signals
@@ -439,6 +439,7 @@ class Trainer:
             entry["images_per_second"] = epoch_images / epoch_seconds if epoch_seconds else None
             entry["seconds"] = time.perf_counter() - epoch_started
             entry["step"] = global_step
+            entry["elapsed_seconds"] = time.perf_counter() - run.started
             state.save(global_step)
             self.history.append(entry)
             write_json(out / "history.json", self.history)
@@ -532,6 +533,7 @@ class _Run:
     steps_per_epoch: int
     steps_per_loop: int
     start_step: int
+    started: float = 0.0
     signals: Optional[_SignalGuard] = None
     preemption: Optional["_PreemptionSaver"] = None
 

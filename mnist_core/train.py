@@ -19,6 +19,7 @@ from mnist_core.config import (
     STRATEGIES,
     TrainConfig,
 )
+from mnist_core.errors import ConfigError
 
 PROG = "mnist-train"
 
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,  # unset flags don't override config files/defaults
     )
     d = TrainConfig()
+    p.add_argument("--config", dest="config_file", metavar="FILE",
+                   help="read options from a TOML file (keys as the flags, e.g. batch_size = 256) or a run's "
+                        "summary.json; flags given here override it")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {d.dataset})")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR",
@@ -81,11 +85,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_config_file(path: str) -> Dict:
+    """Options from a TOML file, or the resolved ``config`` of a run's summary.json.
+
+    Keys are TrainConfig fields; dashes are accepted for underscores (``batch-size``).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, does not parse, or is not a table.
+    """
+    import json
+
+    flag = f"--config {path}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot read ({e.strerror or e})") from None
+    if path.endswith(".json"):
+        try:
+            values = json.loads(raw)
+        except ValueError as e:
+            raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+        if isinstance(values, dict) and isinstance(values.get("config"), dict):
+            values = values["config"]  # a run's summary.json: reproduce that run
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ConfigError(f"{flag}: TOML needs Python 3.11+ (tomllib); use a .json file instead") from None
+        try:
+            values = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{flag}: not valid TOML ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{flag}: expected a table of options")
+    # JSON null (None) means "the default" there; TOML has no null at all.
+    return {key.replace("-", "_"): value for key, value in values.items() if value is not None}
+
+
 def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Parses ``argv`` into a validated :class:`TrainConfig` (exits 2 on bad flags)."""
+    """Parses ``argv`` (and its ``--config`` file) into a validated :class:`TrainConfig`.
+
+    Flags override the file; exits 2 on bad flags, raises ConfigError on a bad file.
+    """
     args = build_parser().parse_args(argv)
     values: Dict = vars(args)
-    return TrainConfig.from_dict(values)
+    path = values.pop("config_file", None)
+    if path is None:
+        return TrainConfig.from_dict(values)
+    from_file = read_config_file(path)
+    try:
+        return TrainConfig.from_dict({**from_file, **values})
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

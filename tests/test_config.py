@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from mnist_core.config import TrainConfig
@@ -50,3 +52,41 @@ def test_round_trip_and_unknown_keys():
 def test_config_is_frozen():
     with pytest.raises(Exception):
         TrainConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_config_file_with_flag_overrides(tmp_path):
+    from mnist_core.train import config_from_args
+
+    path = tmp_path / "run.toml"
+    path.write_text('model = "lenet"\nepochs = 7\nbatch-size = 256\njit_compile = true\n')
+    config = config_from_args(["--config", str(path), "--epochs", "2"])
+    assert (config.model, config.epochs, config.batch_size, config.jit_compile) == ("lenet", 2, 256, True)
+
+
+def test_summary_config_feeds_back(tmp_path):
+    import json
+
+    from mnist_core.train import config_from_args
+
+    original = TrainConfig(model="deep_mlp", epochs=3, lr=0.01, optimizer="sgd", output_dir=str(tmp_path / "r"))
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"test_accuracy": 0.9, "config": original.to_dict()}))
+    assert config_from_args(["--config", str(path)]) == original
+    assert config_from_args(["--config", str(path), "--output-dir", "other"]).output_dir == "other"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs = [", "not valid TOML"),
+    ('epochs = "3"', "--epochs must be an integer"),
+    ("jit_compile = 1", "--jit-compile must be true or false"),
+    ("batchsize = 3", "unknown configuration key(s): batchsize"),
+])
+def test_bad_config_file_names_file_and_problem(tmp_path, text, message):
+    from mnist_core.train import config_from_args
+
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^--config {re.escape(str(path))}: .*{re.escape(message)}"):
+        config_from_args(["--config", str(path)])
+    with pytest.raises(ConfigError, match="--config .*missing.toml: cannot read"):
+        config_from_args(["--config", str(tmp_path / "missing.toml")])

@@ -118,3 +118,21 @@ def test_example_model_has_regularisation_and_training_flag():
     x = np.random.rand(4, 28, 28, 1).astype("float32")
     np.testing.assert_allclose(model(x, training=False), model(x, training=False))
     assert not np.allclose(model(x, training=True), model(x, training=False)), "dropout must follow training="
+
+
+def test_models_cli_lists_every_model_and_summarises_one():
+    from conftest import error_lines, run_cli
+
+    listing = run_cli("mnist_core.models")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if line.count("│") >= 4}
+    for name, params in EXPECTED_PARAMS.items():
+        assert f"{params:,}" in rows[name], rows.get(name)
+    assert "(28, 28, 1)" in rows["cnn"] and "(784,)" in rows["mlp"]
+
+    summary = run_cli("mnist_core.models", "--model", "lenet", "--summary")
+    assert summary.returncode == 0, summary.stderr
+    assert "Total params" in summary.stdout and f"{EXPECTED_PARAMS['lenet']:,}" in summary.stdout
+
+    bad = run_cli("mnist_core.models", "--model", "nope", "--summary")
+    assert bad.returncode == 2 and "--model 'nope': unknown model" in error_lines(bad.stderr)[0]

@@ -1,0 +1,51 @@
+"""Smoke test of ``python -m benchmarks.run`` on tiny data: every suite runs and writes
+well-formed measurements. No timing assertions: speed targets live in benchmarks/RESULTS.md."""
+
+import json
+
+from conftest import error_lines, make_idx_dir, run_cli
+
+SUITES = {"pipeline", "train", "fit", "scaling", "tta"}
+
+
+def test_quick_benchmarks_run_every_suite_on_tiny_data(tmp_path):
+    shared = tmp_path / "shared"
+    data = make_idx_dir(shared / "mnist-5k", n_train=640, n_test=100)
+    out = tmp_path / "bench.jsonl"
+    result = run_cli("benchmarks.run", "--quick", "--data-dir", str(data), "--shared-data", str(shared),
+                     "--models", "mlp_small", "--window-seconds", "0.01", "--repeats", "2",
+                     "--dataset-sizes", "256,512", "--tta-target", "0.5", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["suite"] for r in records} == SUITES
+    for record in records:
+        assert record["machine"]["tensorflow"] and record["unit"]
+        if record["name"].startswith("ratio"):
+            assert record["repeats"] == 1 and record["median"] > 0
+            continue
+        assert record["min"] <= record["median"] <= record["max"], record
+        assert record["median"] > 0 and record["repeats"] >= 1
+    by_name = {r["name"]: r for r in records}
+    core = [r for r in records if r["suite"] == "train"]
+    assert {r["config"]["steps_per_loop"] for r in core} == {1, 100}
+    assert all(r["repeats"] == 2 and r["warmup_seconds"] > 0 for r in core)
+    fit = by_name["model.fit mlp_small (defaults)"]
+    assert fit["config"]["steps_per_execution"] == 1 and fit["config"]["jit_compile"] == "auto"
+    ratio = by_name["ratio mnist_core/fit mlp_small (defaults)"]
+    assert abs(ratio["median"] - ratio["config"]["mnist_core_images_per_second"] / fit["median"]) < 1e-6
+    assert {r["config"]["replicas"] for r in records if r["name"].startswith("replicas")} == {1, 2}
+    epochs = [r for r in records if r["name"].startswith("epoch")]
+    assert [r["config"]["examples"] for r in epochs] == [256, 512]
+    tta = by_name["mlp to 0.5"]
+    assert tta["reached"] and tta["median"] > tta["from_first_step_seconds"] > 0
+    assert "pipeline: tf.data training input alone" in result.stdout
+    assert "ratio = mnist_core / fit" in result.stdout
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    result = run_cli("benchmarks.run", "--suite", "train,nope")
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        "benchmarks.run: error: --suite: unknown suite(s) nope; choose from pipeline,train,fit,scaling,tta"]
+    result = run_cli("benchmarks.run", "--data-dir", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "no such file or directory" in error_lines(result.stderr)[0]
