@@ -113,6 +113,8 @@ def _check(args, parser) -> None:
         parser.error(f"--data-dir {args.data_dir}: no such file or directory")
     if any(n < 1 for n in (args.replicas or [])) or any(b < 1 for b in (args.batch_sizes or [])):
         parser.error("--replicas and --batch-sizes must be positive")
+    if args.window_seconds is not None and not args.window_seconds > 0:
+        parser.error(f"--window-seconds must be a positive number, got {args.window_seconds}")
 
 
 def _load_data(args, settings):

@@ -4,8 +4,8 @@
 optimizer (Adam 1e-3), batch size and data, after warm-up. mnist_core runs its compiled
 loop exactly as the controller does (``controller.make_program``); ``fit`` is the tutorial
 recipe users run today — ``model.compile(...)`` + ``model.fit`` on float32 numpy arrays —
-with Keras' defaults (``steps_per_execution=1``, ``jit_compile="auto"``, which is XLA
-for these models), and again with ``steps_per_execution``/``jit_compile`` matched to
+with Keras' defaults (``steps_per_execution=1``, ``jit_compile="auto"``, which Keras
+resolves to XLA off on CPU-only machines and on for these models on GPUs), and again with ``steps_per_execution``/``jit_compile`` matched to
 mnist_core's. Both report the accuracy metric, so both do the same work per step.
 """
 
@@ -24,9 +24,20 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from mnist_core.errors import MnistCoreError
+
 from benchmarks.common import Measurement, Output, peak_rss_mib, repeat_timed, rss_mib
 
 MODELS = ("mlp", "deep_mlp", "cnn", "lenet")
+
+
+class BenchmarkError(MnistCoreError):
+    """A benchmark's child process failed; its last stderr line says why."""
+
+
+def _last_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error output"
 
 
 @dataclass
@@ -60,18 +71,17 @@ def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> 
     """images/s of the training input pipeline alone, per source and batch size."""
     from mnist_core import data as data_lib
 
-    sources = {"in-memory arrays": (lambda: data, 0.0)}
+    def timed_load(load):
+        started = time.perf_counter()
+        return load(), time.perf_counter() - started
+
+    sources = {"in-memory arrays": (data, 0.0)}
     if data_dir and Path(data_dir).is_dir() and data_lib.has_idx_files(Path(data_dir)):
-        started = time.perf_counter()
-        loaded = data_lib.load_idx_dir(Path(data_dir), data.name)
-        sources["IDX files"] = (lambda: loaded, time.perf_counter() - started)
+        sources["IDX files"] = timed_load(lambda: data_lib.load_idx_dir(Path(data_dir), data.name))
     if data_lib.tfds_prepared("mnist"):
-        started = time.perf_counter()
-        loaded = data_lib.load_tfds("mnist")
-        sources["TFDS mnist"] = (lambda: loaded, time.perf_counter() - started)
+        sources["TFDS mnist"] = timed_load(lambda: data_lib.load_tfds("mnist"))
     rows = []
-    for source, (get, load_seconds) in sources.items():
-        source_data = get()
+    for source, (source_data, load_seconds) in sources.items():
         for batch_size in settings.batch_sizes:
             dataset = data_lib.train_dataset(source_data.train_images, source_data.train_labels,
                                              global_batch_size=batch_size, seed=settings.seed,
@@ -100,13 +110,11 @@ def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> 
 # --------------------------------------------------------------------------- train / fit
 
 
-def _core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int,
-                 strategy: str = "default", cpu_replicas: int = 0):
+def _core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int):
     from mnist_core.config import TrainConfig
 
     return TrainConfig(model=model, batch_size=batch_size, steps_per_loop=steps_per_loop, jit_compile=jit,
-                       precision=precision, optimizer="adam", seed=seed, quiet=True, strategy=strategy,
-                       cpu_replicas=cpu_replicas)
+                       precision=precision, optimizer="adam", seed=seed, quiet=True)
 
 
 def measure_core(config, data, window_seconds: float, repeats: int, strategy=None,
@@ -198,9 +206,9 @@ def measure_fit(model_name: str, batch_size: int, data, steps: int, repeats: int
 
 
 def train_and_fit(out: Output, settings: Settings, data, suites: List[str], strategy=None,
-                  replicas: int = 1) -> Dict:
+                  replicas: int = 1) -> None:
     """The ``train`` grid and, with ``fit``, the model.fit baselines side by side."""
-    results = {}
+    core_rates = {}  # (model, batch, precision, jit, spl) -> median images/s
     fit_steps = {}
     rows = []
     for model in settings.models:
@@ -213,14 +221,13 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                         steps = r["steps"]
                         if jit is False and precision == "float32":
                             fit_steps[(model, batch_size)] = steps
-                        key = ("core", model, batch_size, precision, jit, spl)
                         m = out.add(Measurement(
                             "train", f"mnist_core {model}",
                             {"trainer": "mnist_core", "model": model, "batch_size": batch_size,
                              "precision": precision, "jit_compile": jit, "steps_per_loop": spl,
                              "timed_steps": steps, "replicas": replicas, "examples": data.num_train},
                             "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
-                        results[key] = m.median
+                        core_rates[(model, batch_size, precision, jit, spl)] = m.median
                         rows.append([f"mnist_core {model}", batch_size, precision, "on" if jit else "off", spl,
                                      m.median, min(r["rates"]), max(r["rates"]), r["warmup_seconds"], None])
             if "fit" in suites:
@@ -238,8 +245,10 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                          "jit_compile_resolved": r["jit_compile_resolved"], "timed_steps": r["timed_steps"],
                          "examples": data.num_train},
                         "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
-                    results[("fit", model, batch_size, label)] = m.median
-                    core = _best_core(results, model, batch_size, spl, None if spe == 1 else jit)
+                    # vs defaults: mnist_core's faster XLA setting; vs matched: the same one.
+                    core = max((v for (m_, b, p, j, s_), v in core_rates.items()
+                                if (m_, b, p, s_) == (model, batch_size, "float32", spl)
+                                and (jit == "auto" or j == jit)), default=None)
                     ratio = core / m.median if core else None
                     if ratio is not None:
                         out.add(Measurement("fit", f"ratio mnist_core/fit {model} ({label})",
@@ -253,14 +262,6 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
     out.table(f"{title}; ratio = mnist_core / fit",
               ["trainer", "batch", "precision", "jit", "spl/spe", "images/s", "min", "max", "warm-up s", "ratio"],
               rows)
-    return results
-
-
-def _best_core(results: Dict, model: str, batch_size: int, spl: int, jit: Optional[bool]) -> Optional[float]:
-    """mnist_core float32 at ``spl``: with ``jit`` matched, or the faster of jit on/off."""
-    values = [v for (kind, m, b, p, j, s), v in ((k, v) for k, v in results.items() if k[0] == "core")
-              if m == model and b == batch_size and p == "float32" and s == spl and (jit is None or j == jit)]
-    return max(values) if values else None
 
 
 # --------------------------------------------------------------------------- scaling
@@ -275,7 +276,7 @@ def _subprocess_suite(args: List[str], timeout: int = 1800) -> List[Dict]:
                                 capture_output=True, text=True, timeout=timeout,
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if result.returncode != 0:
-            raise RuntimeError(f"benchmark subprocess failed: {' '.join(args)}\n{result.stderr[-2000:]}")
+            raise BenchmarkError(f"benchmark subprocess {' '.join(args)} failed: {_last_error(result.stderr)}")
         with open(path) as f:
             return [json.loads(line) for line in f]
 
@@ -358,7 +359,7 @@ def tta(out: Output, settings: Settings, shared: str) -> None:
                 capture_output=True, text=True)
             wall = time.perf_counter() - started
             if result.returncode != 0:
-                raise RuntimeError(f"tta run failed: {result.stderr[-2000:]}")
+                raise BenchmarkError(f"tta run of {job['model']} failed: {_last_error(result.stderr)}")
             with open(os.path.join(run_dir, "history.json")) as f:
                 history = json.load(f)
             with open(os.path.join(run_dir, "summary.json")) as f:

@@ -61,6 +61,13 @@ class CheckpointState:
         self.step.assign(step)
         return self.manager.save(checkpoint_number=step, options=path_options)
 
+    def save_once(self, step: int) -> str:
+        """Saves at ``step`` unless the newest checkpoint already is that step; returns its path."""
+        latest = self.latest
+        if latest and latest.endswith(f"-{step}"):
+            return latest
+        return self.save(step)
+
     def restore_latest(self, directory: Optional[str] = None) -> Tuple[int, str]:
         """Restores the newest checkpoint of ``directory`` (default: this state's own).
 

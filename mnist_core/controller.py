@@ -331,16 +331,12 @@ class Trainer:
         if data.val_images is not None:
             eval_sets["val"] = (data.val_images, data.val_labels)
         eval_data = {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
-        train_loop, eval_loop = program.train_loop, program.eval_loop
         writers = {
             name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
         }
 
-        run = _Run(
-            out=out, state=state, iterator=iterator, train_loop=train_loop, eval_loop=eval_loop,
-            eval_data=eval_data, writers=writers, optimizer=optimizer, steps_per_epoch=steps_per_epoch,
-            steps_per_loop=steps_per_loop, start_step=start_step, started=started,
-        )
+        run = _Run(program=program, out=out, state=state, iterator=iterator, eval_data=eval_data,
+                   writers=writers, start_step=start_step, started=started)
         with _SignalGuard(forward_sigint_as_sigterm=multi_worker) as signals:
             run.signals = signals
             if multi_worker:
@@ -385,8 +381,8 @@ class Trainer:
     def _epochs(self, run: "_Run") -> int:
         """Runs the epochs from ``run.start_step`` on; returns the final global step."""
         config = self.config
-        out, state, signals = run.out, run.state, run.signals
-        steps_per_epoch, steps_per_loop, start_step = run.steps_per_epoch, run.steps_per_loop, run.start_step
+        program, out, state, signals = run.program, run.out, run.state, run.signals
+        steps_per_epoch, steps_per_loop, start_step = program.steps_per_epoch, program.steps_per_loop, run.start_step
         global_step = start_step
         first_loop = True
         self._timed_images = self._timed_seconds = 0.0
@@ -401,7 +397,7 @@ class Trainer:
                 if config.checkpoint_every:
                     n = min(n, config.checkpoint_every - global_step % config.checkpoint_every)
                 t0 = time.perf_counter()
-                result = {k: float(v) for k, v in run.train_loop(run.iterator, tf.constant(n, tf.int32)).items()}
+                result = {k: float(v) for k, v in program.train_loop(run.iterator, tf.constant(n, tf.int32)).items()}
                 seconds = time.perf_counter() - t0
                 if not first_loop:  # the first call includes tracing/compilation
                     epoch_images += result["count"]
@@ -431,11 +427,11 @@ class Trainer:
                 "train_accuracy": sums["correct"] / sums["count"],
             }
             for name, dataset in run.eval_data.items():
-                totals = {k: float(v) for k, v in run.eval_loop(dataset).items()}
+                totals = {k: float(v) for k, v in program.eval_loop(dataset).items()}
                 entry[f"{name}_loss"] = totals["loss"] / totals["count"]
                 entry[f"{name}_accuracy"] = totals["correct"] / totals["count"]
                 entry[f"{name}_examples"] = int(totals["count"])
-            entry["learning_rate"] = optim.current_learning_rate(run.optimizer)
+            entry["learning_rate"] = optim.current_learning_rate(program.optimizer)
             entry["images_per_second"] = epoch_images / epoch_seconds if epoch_seconds else None
             entry["seconds"] = time.perf_counter() - epoch_started
             entry["step"] = global_step
@@ -443,7 +439,7 @@ class Trainer:
             state.save(global_step)
             self.history.append(entry)
             write_json(out / "history.json", self.history)
-            self._write_summaries(run.writers, entry, run.optimizer, global_step)
+            self._write_summaries(run.writers, entry, program.optimizer, global_step)
             self.reporter.end_epoch(entry)
             if config.target_accuracy and entry["test_accuracy"] >= config.target_accuracy:
                 self.reporter.info(
@@ -457,7 +453,7 @@ class Trainer:
 
     def _interrupted(self, signum: int, state: CheckpointState, global_step: int, out: Path) -> None:
         self.reporter.end_epoch_progress()
-        path = state.latest if state.latest and state.latest.endswith(f"-{global_step}") else state.save(global_step)
+        path = state.save_once(global_step)
         name = signal.Signals(signum).name
         if not self._chief:
             # A non-chief worker's checkpoint is scratch; the run resumes from the chief's.
@@ -520,18 +516,14 @@ class Trainer:
 
 @dataclasses.dataclass
 class _Run:
-    """What the epoch loop needs: the compiled loops, their inputs and where output goes."""
+    """What the epoch loop needs besides the program: its inputs and where output goes."""
 
+    program: Program
     out: Path
     state: CheckpointState
     iterator: object
-    train_loop: Callable
-    eval_loop: Callable
     eval_data: Dict
     writers: Dict
-    optimizer: object
-    steps_per_epoch: int
-    steps_per_loop: int
     start_step: int
     started: float = 0.0
     signals: Optional[_SignalGuard] = None
@@ -562,8 +554,7 @@ class _PreemptionSaver:
         )
 
     def _save(self, step: int) -> None:
-        if not (self._state.latest or "").endswith(f"-{step}"):
-            self._state.save(step)
+        self._state.save_once(step)
 
     def _exit(self) -> None:
         # Return instead of sys.exit: the controller raises InterruptedRun (exit 143).
