@@ -117,10 +117,10 @@ class Output:
     """Collects measurements, appends JSON lines, prints one rich table per suite."""
 
     def __init__(self, json_path: Optional[str], console=None):
-        from rich.console import Console
+        from mnist_core.reporting import make_console
 
         # Wide enough for the tables when stdout is a file or pipe (rich assumes 80 then).
-        self.console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 150)
+        self.console = console or make_console()
         self.json_path = json_path
         self.machine = machine_description()
         self.measurements: List[Measurement] = []

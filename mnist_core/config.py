@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 from mnist_core.errors import ConfigError
 
@@ -63,6 +63,11 @@ class TrainConfig:
         deterministic: Enable TensorFlow op determinism (bitwise-reproducible on CPU).
         on_nonfinite: ``stop`` or ``skip`` a step whose loss is NaN/Inf (float32).
         quiet: Print only errors and the final result.
+        export_savedmodel: Also export ``saved_model/``: a SavedModel whose serving
+            signature takes uint8 ``[N, 28, 28]`` images (TF Serving, ``tf.saved_model.load``).
+        histograms: Write weight histograms to TensorBoard after every epoch.
+        profile_steps: ``"A,B"``: write a TensorBoard profiler trace of global steps A..B
+            (1-based, inclusive); ``None``: no profiling.
         synthetic_train_size: Number of training images of the ``synthetic`` dataset.
     """
 
@@ -94,6 +99,9 @@ class TrainConfig:
     deterministic: bool = False
     on_nonfinite: str = "stop"
     quiet: bool = False
+    export_savedmodel: bool = False
+    histograms: bool = False
+    profile_steps: Optional[str] = None
     synthetic_train_size: int = 60000
 
     def __post_init__(self):
@@ -143,6 +151,23 @@ class TrainConfig:
                 )
         if self.cpu_replicas and self.strategy != "mirrored":
             raise ConfigError("--cpu-replicas applies to --strategy mirrored only")
+        if self.profile_steps is not None:
+            self.profile_range  # validates
+
+    @property
+    def profile_range(self) -> Optional[Tuple[int, int]]:
+        """``profile_steps`` as ``(first, last)`` global steps, or ``None``."""
+        if self.profile_steps is None:
+            return None
+        parts = str(self.profile_steps).split(",")
+        try:
+            first, last = (int(p) for p in parts)
+        except ValueError:
+            first = last = 0
+        if len(parts) != 2 or not 1 <= first <= last:
+            raise ConfigError(f"--profile-steps must be two step numbers A,B with 1 <= A <= B, "
+                              f"got {self.profile_steps!r}")
+        return first, last
 
     @property
     def learning_rate(self) -> float:

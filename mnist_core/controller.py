@@ -8,8 +8,10 @@ epoch, or to the next checkpoint), times it, evaluates, and writes the run direc
       history.json      one entry per epoch (rewritten atomically after each epoch)
       summary.json      final metrics and the full resolved config
       model.keras       the trained model
+      saved_model/      with --export-savedmodel: SavedModel serving uint8 [N, 28, 28] images
       checkpoints/      tf.train.CheckpointManager checkpoints (for --resume)
-      tensorboard/      train/ and test/ event files
+      tensorboard/      train/ and test/ (and val/) event files: scalars, the model graph,
+                        --histograms; plugins/profile/ with --profile-steps
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ import tensorflow as tf
 from mnist_core import data as data_lib
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
-from mnist_core import optim, precision, step as step_lib, strategy as strategy_lib
+from mnist_core import inference, optim, precision, step as step_lib, strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState, has_checkpoint
 from mnist_core.config import TrainConfig
 from mnist_core.errors import ConfigError, MnistCoreError
 from mnist_core.reporting import Reporter
 
-RUN_FILES = ("history.json", "summary.json", "model.keras", CHECKPOINT_DIR, "tensorboard")
+RUN_FILES = ("history.json", "summary.json", "model.keras", inference.SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
 
 
 class NonFiniteLossError(MnistCoreError):
@@ -227,6 +229,9 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {num_train} training examples")
+    if config.profile_range and config.profile_range[1] > steps_per_epoch * config.epochs:
+        raise ConfigError(f"--profile-steps {config.profile_steps}: the run has only "
+                          f"{steps_per_epoch * config.epochs} steps ({config.epochs} epochs of {steps_per_epoch})")
     spec = model_lib.get(config.model)
     with strategy.scope():
         model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
@@ -335,8 +340,13 @@ class Trainer:
             name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
         }
 
+        if start_step == 0:
+            self._write_graph(writers["train"], model, spec.input_shape)
+
         run = _Run(program=program, out=out, state=state, iterator=iterator, eval_data=eval_data,
                    writers=writers, start_step=start_step, started=started)
+        if config.profile_range:
+            run.profiler = _StepProfiler(*config.profile_range, logdir=str(out / "tensorboard"))
         with _SignalGuard(forward_sigint_as_sigterm=multi_worker) as signals:
             run.signals = signals
             if multi_worker:
@@ -346,8 +356,13 @@ class Trainer:
             finally:
                 if run.preemption is not None:
                     run.preemption.close()
+                if run.profiler is not None:
+                    run.profiler.stop()
         model_path = out / "model.keras"
         model.save(model_path)
+        savedmodel_path = None
+        if config.export_savedmodel and chief:
+            savedmodel_path = str(inference.export_savedmodel(model, spec.input_shape, out / inference.SAVEDMODEL_DIR))
         final = self.history[-1]
         summary = {
             "test_accuracy": final["test_accuracy"],
@@ -363,6 +378,7 @@ class Trainer:
             "dataset": data.describe(),
             "input_shape": list(spec.input_shape),
             "model_path": str(model_path),
+            "savedmodel_path": savedmodel_path,
             "output_dir": str(out),
             "parameters": int(model.count_params()),
             "weights_sha256": weights_digest(model),
@@ -396,9 +412,14 @@ class Trainer:
                 n = min(steps_per_loop, steps_per_epoch - done)
                 if config.checkpoint_every:
                     n = min(n, config.checkpoint_every - global_step % config.checkpoint_every)
+                if run.profiler is not None:
+                    n = run.profiler.clip(global_step, n)
+                    run.profiler.before(global_step)
                 t0 = time.perf_counter()
                 result = {k: float(v) for k, v in program.train_loop(run.iterator, tf.constant(n, tf.int32)).items()}
                 seconds = time.perf_counter() - t0
+                if run.profiler is not None:
+                    run.profiler.after(global_step + n)
                 if not first_loop:  # the first call includes tracing/compilation
                     epoch_images += result["count"]
                     epoch_seconds += seconds
@@ -439,7 +460,8 @@ class Trainer:
             state.save(global_step)
             self.history.append(entry)
             write_json(out / "history.json", self.history)
-            self._write_summaries(run.writers, entry, program.optimizer, global_step)
+            self._write_summaries(run.writers, entry, program.optimizer, global_step,
+                                  program.model if config.histograms else None)
             self.reporter.end_epoch(entry)
             if config.target_accuracy and entry["test_accuracy"] >= config.target_accuracy:
                 self.reporter.info(
@@ -494,8 +516,23 @@ class Trainer:
             return []
         return [e for e in history if e.get("epoch", 0) <= completed_epochs]
 
+    def _write_graph(self, writer, model, input_shape) -> None:
+        """The model's inference graph, once per run, for TensorBoard's Graphs tab.
+
+        The forward pass alone (layers as name scopes), not the training loop, whose
+        while-loop, distribution and optimizer ops would bury the model in plumbing.
+        """
+        try:
+            forward = tf.function(lambda images: model(images, training=False))
+            graph = forward.get_concrete_function(tf.TensorSpec([None, *input_shape], tf.float32)).graph
+            with writer.as_default():
+                tf.summary.graph(graph)
+            writer.flush()
+        except Exception as e:  # a drawing aid: never worth failing the run over
+            self.reporter.warn(f"TensorBoard model graph not written ({type(e).__name__}: {e})")
+
     @staticmethod
-    def _write_summaries(writers, entry: Dict, optimizer, step: int) -> None:
+    def _write_summaries(writers, entry: Dict, optimizer, step: int, histogram_model=None) -> None:
         with writers["train"].as_default(step=step):
             tf.summary.scalar("loss", entry["train_loss"])
             tf.summary.scalar("accuracy", entry["train_accuracy"])
@@ -504,6 +541,9 @@ class Trainer:
                 tf.summary.scalar("images_per_second", entry["images_per_second"])
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
                 tf.summary.scalar("loss_scale", float(optimizer.dynamic_scale.numpy()))
+            if histogram_model is not None:
+                for weight in histogram_model.weights:
+                    tf.summary.histogram(weight.path, weight.value)
         for name, writer in writers.items():
             if name == "train":
                 continue
@@ -528,6 +568,44 @@ class _Run:
     started: float = 0.0
     signals: Optional[_SignalGuard] = None
     preemption: Optional["_PreemptionSaver"] = None
+    profiler: Optional["_StepProfiler"] = None
+
+
+class _StepProfiler:
+    """``--profile-steps A,B``: a TensorBoard profiler trace of exactly global steps A..B.
+
+    The controller shortens loop calls so that one ends after step A-1 and one after
+    step B; the trace then starts and stops between calls and holds only those steps.
+    Viewed in TensorBoard's Profile tab (``pip install tensorboard-plugin-profile``).
+    """
+
+    def __init__(self, first: int, last: int, logdir: str):
+        self.first, self.last, self.logdir = first, last, logdir
+        self.active = self.finished = False
+
+    def clip(self, global_step: int, n: int) -> int:
+        """The steps of the next call, shortened to end at a trace boundary."""
+        for boundary in (self.first - 1, self.last):
+            if global_step < boundary < global_step + n:
+                n = boundary - global_step
+        return n
+
+    def before(self, global_step: int) -> None:
+        """Starts the trace if the next call runs step A (or later, after a resume)."""
+        if not (self.active or self.finished) and self.first - 1 <= global_step < self.last:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+
+    def after(self, global_step: int) -> None:
+        """Stops the trace once step B has run."""
+        if self.active and global_step >= self.last:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            tf.profiler.experimental.stop()
+            self.active = False
+            self.finished = True
 
 
 class _PreemptionSaver:

@@ -40,6 +40,16 @@ ENV_DATA_DIR = "MNIST_CORE_DATA_DIR"
 # fails at once with the list of ways to supply data instead of waiting on the network.
 ENV_NO_DOWNLOAD = "MNIST_CORE_NO_DOWNLOAD"
 
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def class_names(dataset: str) -> tuple:
+    """Display names of the 10 classes: the digits, or Fashion-MNIST's article names."""
+    if dataset == "fashion_mnist":
+        return FASHION_CLASSES
+    return tuple(str(i) for i in range(NUM_CLASSES))
+
 
 @dataclasses.dataclass(frozen=True)
 class MnistData:
@@ -419,16 +429,25 @@ def split_validation(data: MnistData, fraction: float, seed: int) -> MnistData:
 # --------------------------------------------------------------------------- pipelines
 
 
-def _normalizer(input_shape: Sequence[int]):
+def normalize_images(images, input_shape: Sequence[int]):
+    """uint8 ``[N, 28, 28]`` → float32 in [0, 1] shaped ``[N, *input_shape]``.
+
+    The one definition of the model's input: the training and evaluation pipelines, the
+    exported SavedModel's serving signature and ``mnist_core.predict`` all use it, so a
+    model sees the same numbers wherever it runs.
+    """
     import tensorflow as tf
 
-    target = (-1, *input_shape)
+    return tf.reshape(tf.cast(images, tf.float32) * (1.0 / 255.0), (-1, *input_shape))
+
+
+def _normalizer(input_shape: Sequence[int]):
+    import tensorflow as tf
 
     def normalize(images, labels):
         # Scale on the batch, not per example: one vectorised op per batch instead of
         # one per image is what keeps the pipeline far ahead of the model.
-        images = tf.reshape(tf.cast(images, tf.float32) * (1.0 / 255.0), target)
-        return images, tf.cast(labels, tf.int32)
+        return normalize_images(images, input_shape), tf.cast(labels, tf.int32)
 
     return normalize
 

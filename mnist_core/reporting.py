@@ -10,6 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+def make_console() -> Console:
+    """A stdout console; 150 columns when redirected, so tables in logs aren't squeezed to 80."""
+    return Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 

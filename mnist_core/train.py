@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every N steps (default: at epoch ends only)")
     g.add_argument("--keep-checkpoints", dest="keep_checkpoints", type=cli.positive_int, metavar="K",
                    help=f"checkpoints kept (default {d.keep_checkpoints})")
+    g.add_argument("--export-savedmodel", dest="export_savedmodel", action="store_true",
+                   help="also write OUTPUT_DIR/saved_model: a SavedModel serving uint8 [N,28,28] images")
+    g.add_argument("--histograms", action="store_true", help="write weight histograms to TensorBoard every epoch")
+    g.add_argument("--profile-steps", dest="profile_steps", metavar="A,B",
+                   help="write a TensorBoard profiler trace of global steps A to B (e.g. 20,40)")
     g.add_argument("--quiet", action="store_true", help="print only errors and the final result")
     return p
 

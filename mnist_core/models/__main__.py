@@ -26,12 +26,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--summary needs --model NAME")
 
     def body():
-        from rich.console import Console
         from rich.table import Table
 
         from mnist_core import models
+        from mnist_core.reporting import make_console
 
-        console = Console(soft_wrap=True)
+        console = make_console()
         specs = [models.get(args.model)] if args.model else [models.get(name) for name in models.names()]
         if args.summary:
             model = models.build(specs[0])
