@@ -38,6 +38,8 @@ PREPROCESS = ("mnist", "fashion", "none")
 # Ink threshold (of 1.0) for cropping; anti-aliased edges below it are kept by the crop
 # box of the stronger strokes around them.
 _INK = 0.2
+# ITU-R 601 luma weights, as tf.image.rgb_to_grayscale uses.
+_LUMA = np.array([0.2989, 0.5870, 0.1140])
 
 
 def build_parser():
@@ -84,7 +86,7 @@ def _to_gray(array: np.ndarray, where: str) -> np.ndarray:
         alpha = x[..., -1:]
         x = x[..., :-1] * alpha + (1.0 - alpha)
     if x.shape[-1] == 3:
-        x = x @ np.array([0.2989, 0.5870, 0.1140])  # ITU-R 601 luma, as tf.image.rgb_to_grayscale
+        x = x @ (_LUMA / _LUMA.sum())  # white stays exactly 1.0
     else:
         x = x[..., 0]
     return x
@@ -166,7 +168,9 @@ def to_model_input(gray: np.ndarray, preprocess: str, where: str = "image") -> n
         total = patch.sum()
         cy = (patch.sum(axis=1) * np.arange(height)).sum() / total
         cx = (patch.sum(axis=0) * np.arange(width)).sum() / total
-        top, left = int(round(IMAGE_SIZE / 2 - cy)), int(round(IMAGE_SIZE / 2 - cx))
+        # floor(x + .5), not round(): Python rounds halves to even, which would shift
+        # symmetric shapes one way or the other depending on their size.
+        top, left = int(np.floor(IMAGE_SIZE / 2 - cy + 0.5)), int(np.floor(IMAGE_SIZE / 2 - cx + 0.5))
     else:
         top, left = (IMAGE_SIZE - height) // 2, (IMAGE_SIZE - width) // 2
     top = min(max(top, 0), IMAGE_SIZE - height)

@@ -24,11 +24,22 @@ from mnist_core.errors import ConfigError
         ({"devices": "0,x"}, "--devices"),
         ({"lr_schedule": "step"}, "--lr-schedule"),
         ({"cpu_replicas": 2}, "--cpu-replicas"),
+        ({"profile_steps": "5"}, "--profile-steps"),
+        ({"profile_steps": "5,3"}, "--profile-steps"),
+        ({"profile_steps": "0,3"}, "--profile-steps"),
+        ({"profile_steps": "a,b"}, "--profile-steps"),
+        ({"export_savedmodel": "yes"}, "--export-savedmodel"),
     ],
 )
 def test_invalid_values_name_the_flag(changes, flag):
     with pytest.raises(ConfigError, match=flag):
         TrainConfig(**changes)
+
+
+def test_profile_steps_range():
+    assert TrainConfig(profile_steps="20,40").profile_range == (20, 40)
+    assert TrainConfig(profile_steps="7,7").profile_range == (7, 7)
+    assert TrainConfig().profile_range is None
 
 
 def test_resume_and_overwrite_are_exclusive():
