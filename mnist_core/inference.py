@@ -11,6 +11,9 @@ The exported SavedModel's ``serving_default`` signature::
     outputs: probabilities  float32 [N, 10]   softmax of the logits
              classes        int64   [N]       argmax
              logits         float32 [N, 10]   (exact cross-entropy for evaluation)
+
+and a ``regularization_loss`` signature (no inputs → ``loss``: the model's
+``sum(model.losses)``), so evaluating the SavedModel reports the same loss as training.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ def _serving_fn(model, input_shape: Sequence[int]):
     return serve
 
 
+def _regularization(model):
+    import tensorflow as tf
+
+    losses = [tf.cast(loss, tf.float32) for loss in model.losses]
+    return tf.add_n(losses) if losses else tf.constant(0.0, tf.float32)
+
+
 def _image_spec():
     import tensorflow as tf
 
@@ -85,6 +95,8 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path) -> Path:
     archive.track(model)
     # The first endpoint also becomes "serving_default", the one TF Serving calls.
     archive.add_endpoint(name="serve", fn=_serving_fn(model, input_shape), input_signature=[_image_spec()])
+    archive.add_endpoint(name="regularization_loss", fn=lambda: {"loss": _regularization(model)},
+                         input_signature=[])
     path = Path(path)
     # Written beside the target and renamed into place: an interrupted export never
     # leaves a half-written SavedModel where a server would load it.
@@ -106,7 +118,7 @@ class Classifier:
         path: Where the model was loaded from.
         format: ``"keras"`` or ``"savedmodel"``.
         regularization_loss: The model's regularisation term (``sum(model.losses)``), which
-            the training run adds to its reported loss; 0 for a SavedModel (it has none).
+            the training run adds to its reported loss.
     """
 
     def __init__(self, path: Path, fmt: str, fn, regularization_loss: float = 0.0):
@@ -166,13 +178,16 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
         if "images" not in inputs or "logits" not in fn.structured_outputs:
             raise ModelError(f"--model-path {path}: not an mnist_core export (its {SIGNATURE} signature "
                              "lacks the uint8 'images' input or the 'logits' output)")
+        reg = 0.0
+        if "regularization_loss" in loaded.signatures:
+            reg = float(loaded.signatures["regularization_loss"]()["loss"])
         # Keep the loaded object alive with the function that uses its variables.
-        return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images))
+        return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images), reg)
     model = load_keras_model(path)
     if input_shape is None:
         input_shape = run_summary(path).get("input_shape") or model.input_shape[1:]
     serve = tf.function(_serving_fn(model, tuple(input_shape)), input_signature=[_image_spec()])
-    reg = float(sum(float(tf.cast(loss, tf.float32)) for loss in model.losses)) if model.losses else 0.0
+    reg = float(_regularization(model))
     return Classifier(path, "keras", serve, regularization_loss=reg)
 
 

@@ -17,11 +17,11 @@ BATCH = 64  # 512 training examples: 8 steps per epoch
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A finished 3-epoch ``mlp_small`` run with a SavedModel, histograms and a profile of steps 10..12."""
+    """A finished 3-epoch ``mlp_l1`` (L1-regularised) run with a SavedModel, histograms and a profile of steps 10..12."""
     base = tmp_path_factory.mktemp("inference")
     data = make_idx_dir(base / "data")
     out = base / "run"
-    result = run_cli("mnist_core.train", "--data-dir", str(data), "--output-dir", str(out), "--model", "mlp_small",
+    result = run_cli("mnist_core.train", "--data-dir", str(data), "--output-dir", str(out), "--model", "mlp_l1",
                      "--batch-size", str(BATCH), "--epochs", "3", "--lr", "1e-2", "--export-savedmodel",
                      "--histograms", "--profile-steps", "10,12", "--steps-per-loop", "3")
     assert result.returncode == 0, result.stderr
@@ -51,6 +51,7 @@ def test_savedmodel_signature_serves_uint8_images_like_the_keras_model(run_dir):
     spec = serve.structured_input_signature[1]["images"]
     assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
     assert set(serve.structured_outputs) == {"probabilities", "classes", "logits"}
+    assert float(loaded.signatures["regularization_loss"]()["loss"]) > 0  # mlp_l1's L1 term
 
     images, _ = _test_set()
     out = serve(images=tf.constant(images))
@@ -93,6 +94,7 @@ def test_evaluate_reproduces_the_run_on_both_formats(run_dir, target):
     assert report["model_format"] == ("keras" if target == "model.keras" else "savedmodel")
     assert report["test_examples"] == 200
     assert report["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    # The run's loss includes the L1 term; the SavedModel carries it as a signature.
     assert report["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
     matrix = np.array(report["confusion_matrix"])
     _, labels = _test_set()
@@ -133,7 +135,7 @@ def test_tensorboard_has_the_graph_once_histograms_and_the_profile(run_dir):
     assert tags["graph"], "the model graph is written"
     assert {"loss", "accuracy", "learning_rate", "images_per_second"} <= set(tags["tensors"])
     kernels = [t for t in tags["tensors"] if t.endswith("kernel")]
-    assert len(kernels) == 2, tags["tensors"]  # mlp_small: two Dense layers
+    assert len(kernels) == 3, tags["tensors"]  # mlp_l1: three Dense layers
     assert [e.step for e in acc.Tensors(kernels[0])] == [8, 16, 24], "one histogram per epoch"
     traces = list((run_dir / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
