@@ -117,16 +117,16 @@ def _check(args, parser) -> None:
         parser.error(f"--window-seconds must be a positive number, got {args.window_seconds}")
 
 
-def _load_data(args, settings):
+def load_data(data_dir: Optional[str], seed: int = 42):
+    """The benchmark data: ``data_dir``, else ../shared/data/fashion-mnist, else synthetic 60k."""
     from mnist_core import data as data_lib
 
-    data_dir = args.data_dir
     if data_dir is None and (SHARED / "fashion-mnist").is_dir():
         data_dir = str(SHARED / "fashion-mnist")
     if data_dir:
         data = data_lib.load_from_path(data_dir, "fashion_mnist" if "fashion" in data_dir else "mnist")
     else:
-        data = data_lib.synthetic(60000, 1000, seed=settings.seed)
+        data = data_lib.synthetic(60000, 1000, seed=seed)
     return data, data_dir
 
 
@@ -156,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             out.console.print(f"machine: {out.machine['device']}, {out.machine['cpu']}, "
                               f"TensorFlow {out.machine['tensorflow']}, Keras {out.machine['keras']}")
         need_data = {"pipeline", "train", "fit", "epoch", "scaling"} & set(args.suite)
-        data, data_dir = _load_data(args, settings) if need_data else (None, None)
+        data, data_dir = load_data(args.data_dir, settings.seed) if need_data else (None, None)
         if data is not None and not args.no_tables:
             out.console.print(f"data: {data.describe()}")
         if "pipeline" in args.suite:

@@ -49,3 +49,21 @@ def test_bad_flags_are_one_line_errors(tmp_path):
         "benchmarks.run: error: --suite: unknown suite(s) nope; choose from pipeline,train,fit,scaling,tta"]
     result = run_cli("benchmarks.run", "--data-dir", str(tmp_path / "missing"))
     assert result.returncode == 2 and "no such file or directory" in error_lines(result.stderr)[0]
+
+
+def test_profile_splits_step_time_and_counts_loop_calls(tmp_path):
+    data = make_idx_dir(tmp_path / "data", n_train=640, n_test=100)
+    logdir = tmp_path / "traces"
+    result = run_cli("benchmarks.profile", "--data-dir", str(data), "--model", "mlp_small", "--batch-size", "64",
+                     "--steps-per-loop", "1,2", "--steps", "4", "--logdir", str(logdir))
+    assert result.returncode == 0, result.stderr
+    assert "in graph" in result.stdout and "outside graph" in result.stdout
+
+    from benchmarks.profile import read_trace
+
+    for spl, calls in ((1, 4), (2, 2)):
+        [trace] = (logdir / f"spl{spl}" / "plugins" / "profile").glob("*/*.xplane.pb")
+        summary = read_trace(str(trace))
+        assert summary["calls"] == calls, "one EagerLocalExecute of train_loop per call"
+        assert summary["graph_seconds"] > 0
+        assert any("MatMul" in name for name in summary["ops"]), "the model's ops are in the trace"
