@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m benchmarks.run --quick                         # reduced grid, about 2-3 min on 2 cores
+    python -m benchmarks.run --quick                         # reduced grid, about 1.5 min on 2 cores
     python -m benchmarks.run --json results.jsonl            # the full grid
     python -m benchmarks.run --suite train,fit --models mlp --batch-sizes 128
 
@@ -56,7 +56,7 @@ def build_parser():
     p.add_argument("--suite", type=_list(str), default=list(SUITES),
                    help=f"comma-separated suites out of {','.join(SUITES)} (default: all)")
     p.add_argument("--json", metavar="PATH", help="write one JSON object per measurement to PATH")
-    p.add_argument("--quick", action="store_true", help="reduced grid (about 2-3 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="reduced grid (about 1.5 minutes on 2 CPU cores)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="training data (default: ../shared/data/fashion-mnist when present, else synthetic 60k)")
     p.add_argument("--shared-data", metavar="DIR", default=str(SHARED),
