@@ -179,11 +179,15 @@ def measure_fit(model_name: str, batch_size: int, data, steps: int, repeats: int
     keras.utils.set_random_seed(seed)
     spec = models.get(model_name)
     model = models.build(spec)
-    spe = max(1, min(steps_per_execution, steps))
+    steps_per_epoch = data.num_train // batch_size
+    spe = max(1, min(steps_per_execution, steps, steps_per_epoch))
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], steps_per_execution=spe, jit_compile=jit_compile)
-    n = data.num_train // batch_size * batch_size  # whole batches: every execution is spe batches
+    # Whole executions per epoch: Keras ends an epoch with a shorter execution otherwise
+    # (468 batches at spe 100: 4 x 100 + 68), and a window counted as whole executions
+    # would then claim batches that never ran.
+    n = steps_per_epoch // spe * spe * batch_size
     x = (data.train_images[:n].astype("float32") / 255.0).reshape((n, *spec.input_shape))
     y = data.train_labels[:n].astype("int64")
     per_window = math.ceil(steps / spe)  # executions per timed window
