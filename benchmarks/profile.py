@@ -81,20 +81,16 @@ def profile_setting(data, model: str, batch_size: int, spl: int, steps: int, jit
     import keras
     import tensorflow as tf
 
-    from mnist_core.config import TrainConfig
+    from benchmarks.suites import core_config, run_steps
     from mnist_core.controller import make_program
 
-    keras.utils.set_random_seed(42)
-    config = TrainConfig(model=model, batch_size=batch_size, steps_per_loop=spl, jit_compile=jit, quiet=True)
+    config = core_config(model, batch_size, spl, jit, "float32", seed=42)
+    keras.utils.set_random_seed(config.seed)
     program = make_program(config, tf.distribute.get_strategy(), data.num_train)
     iterator = program.train_iterator(data)
 
     def run(total):
-        done = 0
-        while done < total:
-            n = min(spl, total - done)
-            float(program.train_loop(iterator, tf.constant(n, tf.int32))["loss"])
-            done += n
+        run_steps(program, iterator, spl, total)
 
     run(1)
     run(min(steps, max(spl, 20)))  # warm: traced, input cache filled

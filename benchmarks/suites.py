@@ -110,11 +110,25 @@ def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> 
 # --------------------------------------------------------------------------- train / fit
 
 
-def _core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int):
+def core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int):
+    """The TrainConfig every mnist_core measurement uses (Adam, as the fit baseline)."""
     from mnist_core.config import TrainConfig
 
     return TrainConfig(model=model, batch_size=batch_size, steps_per_loop=steps_per_loop, jit_compile=jit,
                        precision=precision, optimizer="adam", seed=seed, quiet=True)
+
+
+def run_steps(program, iterator, steps_per_loop: int, total: int) -> int:
+    """Runs ``total`` steps in calls of ``steps_per_loop``, as the controller does; returns images."""
+    import tensorflow as tf
+
+    done = 0
+    while done < total:
+        n = min(steps_per_loop, total - done)
+        result = program.train_loop(iterator, tf.constant(n, tf.int32))
+        float(result["loss"])  # wait for the result, as the controller does
+        done += n
+    return total * program.config.batch_size
 
 
 def measure_core(config, data, window_seconds: float, repeats: int, strategy=None,
@@ -138,13 +152,7 @@ def measure_core(config, data, window_seconds: float, repeats: int, strategy=Non
         spl = config.steps_per_loop
 
         def run(total):
-            done = 0
-            while done < total:
-                n = min(spl, total - done)
-                result = program.train_loop(iterator, tf.constant(n, tf.int32))
-                float(result["loss"])  # wait for the result, as the controller does
-                done += n
-            return total * config.batch_size
+            return run_steps(program, iterator, spl, total)
 
         started = time.perf_counter()
         run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
@@ -220,7 +228,7 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
             for precision in settings.precisions:
                 for jit in settings.jit:
                     for spl in settings.steps_per_loop:
-                        config = _core_config(model, batch_size, spl, jit, precision, settings.seed)
+                        config = core_config(model, batch_size, spl, jit, precision, settings.seed)
                         r = measure_core(config, data, settings.window_seconds, settings.repeats, strategy)
                         steps = r["steps"]
                         if jit is False and precision == "float32":
@@ -296,7 +304,7 @@ def scaling(out: Output, settings: Settings, data, common_args: List[str]) -> No
     base = None
     for n in settings.replicas:
         if n == 1:
-            r = measure_core(_core_config(model, batch_size, spl, False, "float32", settings.seed), data,
+            r = measure_core(core_config(model, batch_size, spl, False, "float32", settings.seed), data,
                              settings.window_seconds, settings.repeats)
             records = [{"config": {"model": model, "batch_size": batch_size, "steps_per_loop": spl,
                                    "timed_steps": r["steps"]}, "samples": r["rates"],
@@ -334,7 +342,7 @@ def epoch(out: Output, settings: Settings, data) -> None:
         pick = lambda a: np.concatenate([a] * reps)[:size]  # noqa: E731
         sized = dataclasses.replace(data, train_images=pick(data.train_images), train_labels=pick(data.train_labels))
         steps = size // batch_size
-        config = _core_config(model, batch_size, auto_steps_per_loop(steps), False, "float32", settings.seed)
+        config = core_config(model, batch_size, auto_steps_per_loop(steps), False, "float32", settings.seed)
         before = rss_mib()
         r = measure_core(config, sized, 0.0, 1, steps=steps)
         out.add(Measurement("epoch", f"epoch {size}", {"model": model, "batch_size": batch_size, "examples": size},

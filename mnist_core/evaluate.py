@@ -92,11 +92,7 @@ def evaluate_path(model_path: Path, dataset: Optional[str] = None, data_dir: Opt
     from mnist_core import data as data_lib
     from mnist_core import inference
 
-    run = inference.run_summary(model_path)
-    run_config = run.get("config", {})
-    dataset = dataset or run_config.get("dataset", "mnist")
-    data = data_lib.load(dataset, data_dir or run_config.get("data_dir"), seed=run_config.get("seed", 0),
-                         synthetic_train_size=run_config.get("synthetic_train_size", 60000))
+    data = inference.load_run_data(inference.run_summary(model_path), dataset, data_dir)
     classifier = inference.load_classifier(model_path)
     logits = classifier.logits(data.test_images, batch_size)
     result = metrics(logits, data.test_labels, data_lib.class_names(data.name), classifier.regularization_loss)

@@ -49,6 +49,22 @@ def run_summary(model_path: Path) -> Dict:
     return value if isinstance(value, dict) else {}
 
 
+def load_run_data(summary: Dict, dataset: Optional[str] = None, data_dir: Optional[str] = None):
+    """The data a run trained and tested on, from its ``summary.json`` contents.
+
+    Args:
+        summary: The run's summary (``{}`` when unknown: MNIST from the default sources).
+        dataset: Overrides the run's dataset.
+        data_dir: Overrides the run's data location.
+    """
+    from mnist_core import data as data_lib
+
+    config = summary.get("config", {})
+    return data_lib.load(dataset or config.get("dataset", "mnist"), data_dir or config.get("data_dir"),
+                         seed=config.get("seed", 0),
+                         synthetic_train_size=config.get("synthetic_train_size", 60000))
+
+
 def _serving_fn(model, input_shape: Sequence[int]):
     import tensorflow as tf
 

@@ -159,9 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not model_path.exists():
             raise ConfigError(f"{model_path}: no such file (the run has not finished; "
                               "use --no-samples for curves only)")
-        data = data_lib.load(config.get("dataset", "mnist"), args.data_dir or config.get("data_dir"),
-                             seed=config.get("seed", 0),
-                             synthetic_train_size=config.get("synthetic_train_size", 60000))
+        data = inference.load_run_data(summary, data_dir=args.data_dir)
         classifier = inference.load_classifier(model_path)
         predicted = classifier.logits(data.test_images).argmax(axis=1)
         labels = data.test_labels.astype(np.int64)
