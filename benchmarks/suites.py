@@ -60,8 +60,15 @@ class Settings:
 
 
 def calibrated_steps(seconds_per_step: float, window_seconds: float, max_steps: int = 100000) -> int:
-    """Steps filling a window of ``window_seconds`` (at least 5, so a window is never one call)."""
-    return int(min(max_steps, max(5, round(window_seconds / max(seconds_per_step, 1e-6)))))
+    """Steps filling a window of ``window_seconds``.
+
+    At least 5, so that a window of fast steps is never one call; but only 2 when a single
+    step outlasts the window (XLA ``cnn`` at batch 2048 on 2 CPU cores takes ~14 s a step,
+    and five of them per window, times repeats and steps-per-loop settings, made the full
+    grid take hours without making the figure any better).
+    """
+    floor = 2 if seconds_per_step > window_seconds else 5
+    return int(min(max_steps, max(floor, round(window_seconds / max(seconds_per_step, 1e-6)))))
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -157,11 +164,18 @@ def measure_core(config, data, window_seconds: float, repeats: int, strategy=Non
         started = time.perf_counter()
         run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
         warmup = time.perf_counter() - started
-        probe = min(spl, 5) if spl > 1 else 5
+        # Probe the step time (this also starts filling the pipeline's cache). One step
+        # that already outlasts the window is calibration enough.
         started = time.perf_counter()
-        run(probe)  # also starts filling the pipeline's cache
+        run(1)
+        seconds_per_step = time.perf_counter() - started
+        if seconds_per_step < window_seconds:
+            probe = min(spl, 5) if spl > 1 else 5
+            started = time.perf_counter()
+            run(probe)
+            seconds_per_step = (time.perf_counter() - started) / probe
         if steps is None:
-            steps = calibrated_steps((time.perf_counter() - started) / probe, window_seconds)
+            steps = calibrated_steps(seconds_per_step, window_seconds)
         rates = repeat_timed(lambda: run(steps), repeats)
     rss = rss_mib()  # while this measurement's pipeline (and its cache) is alive
     return {"rates": rates, "warmup_seconds": warmup, "steps": steps, "rss_mib": rss}

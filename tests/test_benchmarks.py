@@ -67,3 +67,12 @@ def test_profile_splits_step_time_and_counts_loop_calls(tmp_path):
         assert summary["calls"] == calls, "one EagerLocalExecute of train_loop per call"
         assert summary["graph_seconds"] > 0
         assert any("MatMul" in name for name in summary["ops"]), "the model's ops are in the trace"
+
+
+def test_calibrated_steps_fill_the_window_with_a_floor_that_depends_on_step_length():
+    from benchmarks.suites import calibrated_steps
+
+    assert calibrated_steps(0.02, 2.0) == 100  # fast steps fill the window
+    assert calibrated_steps(0.5, 2.0) == 5  # at least five calls' worth of fast-ish steps
+    assert calibrated_steps(14.0, 2.0) == 2  # a step longer than the window: two are enough
+    assert calibrated_steps(1e-9, 2.0, max_steps=300) == 300
