@@ -138,154 +138,222 @@ def run_steps(program, iterator, steps_per_loop: int, total: int) -> int:
     return total * program.config.batch_size
 
 
-def measure_core(config, data, window_seconds: float, repeats: int, strategy=None,
-                 steps: Optional[int] = None) -> Dict:
-    """mnist_core's loop: warm-up (trace/compile) seconds and images/s per repeat.
+class CoreRunner:
+    """mnist_core's loop for one configuration, built once and timed in windows.
 
-    ``steps`` per window, or calibrated to fill ``window_seconds``.
+    Construction builds the program exactly as the controller does
+    (``controller.make_program``) and runs one step: tracing and compilation, reported as
+    ``warmup_seconds``. ``calibrate`` then times a probe and fixes the window length in
+    steps; each ``window()`` is one timed window. Keeping runners alive lets the grid
+    interleave the windows of mnist_core and ``model.fit`` (see :func:`train_and_fit`).
     """
-    import keras
-    import tensorflow as tf
 
-    from mnist_core import precision
-    from mnist_core.controller import make_program
+    def __init__(self, config, data, strategy=None):
+        import keras
+        import tensorflow as tf
 
-    gc.collect()  # free the previous measurement's pipeline threads and variables first
-    strategy = strategy or tf.distribute.get_strategy()
-    keras.utils.set_random_seed(config.seed)
-    with precision.policy(config.precision):
-        program = make_program(config, strategy, data.num_train)
-        iterator = program.train_iterator(data)
-        spl = config.steps_per_loop
+        from mnist_core import precision
+        from mnist_core.controller import make_program
 
-        def run(total):
-            return run_steps(program, iterator, spl, total)
-
+        gc.collect()  # free the previous measurement's pipeline threads and variables first
+        self.config = config
+        keras.utils.set_random_seed(config.seed)
+        with precision.policy(config.precision):
+            self.program = make_program(config, strategy or tf.distribute.get_strategy(), data.num_train)
+            self.iterator = self.program.train_iterator(data)
         started = time.perf_counter()
-        run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
-        warmup = time.perf_counter() - started
+        self.run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
+        self.warmup_seconds = time.perf_counter() - started
+        self.steps: Optional[int] = None
+
+    def run(self, total: int) -> int:
+        from mnist_core import precision
+
+        with precision.policy(self.config.precision):
+            return run_steps(self.program, self.iterator, self.config.steps_per_loop, total)
+
+    def calibrate(self, window_seconds: float, steps: Optional[int] = None) -> int:
+        """Fixes the window length: ``steps``, or the steps that fill ``window_seconds``."""
         # Probe the step time (this also starts filling the pipeline's cache). One step
         # that already outlasts the window is calibration enough.
         started = time.perf_counter()
-        run(1)
+        self.run(1)
         seconds_per_step = time.perf_counter() - started
         if seconds_per_step < window_seconds:
+            spl = self.config.steps_per_loop
             probe = min(spl, 5) if spl > 1 else 5
             started = time.perf_counter()
-            run(probe)
+            self.run(probe)
             seconds_per_step = (time.perf_counter() - started) / probe
-        if steps is None:
-            steps = calibrated_steps(seconds_per_step, window_seconds)
-        rates = repeat_timed(lambda: run(steps), repeats)
-    rss = rss_mib()  # while this measurement's pipeline (and its cache) is alive
-    return {"rates": rates, "warmup_seconds": warmup, "steps": steps, "rss_mib": rss}
+        self.steps = steps or calibrated_steps(seconds_per_step, window_seconds)
+        return self.steps
+
+    def window(self) -> float:
+        """One timed window of ``self.steps`` steps: images/s."""
+        started = time.perf_counter()
+        images = self.run(self.steps)
+        return images / (time.perf_counter() - started)
 
 
-def measure_fit(model_name: str, batch_size: int, data, steps: int, repeats: int, seed: int,
-                steps_per_execution: int = 1, jit_compile="auto") -> Dict:
-    """Keras ``model.fit`` on float32 numpy arrays, the tutorial recipe; images/s per repeat.
+def measure_core(config, data, window_seconds: float, repeats: int, strategy=None,
+                 steps: Optional[int] = None) -> Dict:
+    """One configuration alone: warm-up seconds, steps per window, images/s per repeat.
 
-    Training runs over the whole training set for as many epochs as it takes (shuffled,
-    epoch boundaries included, as users run it); a callback notes when each execution
-    ends, without touching the logs. After one warm-up execution (tracing/compilation,
-    reported apart), each repeat is a window of ``steps`` batches, rounded up to whole
-    executions.
+    ``steps`` per window, or calibrated to fill ``window_seconds``.
     """
-    import math
+    runner = CoreRunner(config, data, strategy)
+    runner.calibrate(window_seconds, steps)
+    rates = [runner.window() for _ in range(repeats)]
+    rss = rss_mib()  # while this measurement's pipeline (and its cache) is alive
+    return {"rates": rates, "warmup_seconds": runner.warmup_seconds, "steps": runner.steps, "rss_mib": rss}
 
-    import keras
 
-    from mnist_core import models
+class FitRunner:
+    """Keras ``model.fit`` on float32 numpy arrays, the tutorial recipe, timed in windows.
 
-    gc.collect()
-    keras.utils.set_random_seed(seed)
-    spec = models.get(model_name)
-    model = models.build(spec)
-    steps_per_epoch = data.num_train // batch_size
-    spe = max(1, min(steps_per_execution, steps, steps_per_epoch))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], steps_per_execution=spe, jit_compile=jit_compile)
-    # Whole executions per epoch: Keras ends an epoch with a shorter execution otherwise
-    # (468 batches at spe 100: 4 x 100 + 68), and a window counted as whole executions
-    # would then claim batches that never ran.
-    n = steps_per_epoch // spe * spe * batch_size
-    x = (data.train_images[:n].astype("float32") / 255.0).reshape((n, *spec.input_shape))
-    y = data.train_labels[:n].astype("int64")
-    per_window = math.ceil(steps / spe)  # executions per timed window
-    needed = 1 + repeats * per_window
-    ends: List[float] = [time.perf_counter()]
+    Construction builds and compiles the model and runs one execution (tracing and
+    compilation: ``warmup_seconds``). Each ``window()`` is one ``model.fit`` call over
+    the whole training set (shuffled, epochs as users run them), stopped by a callback
+    after ``steps`` batches rounded up to whole executions. The window runs from the
+    first execution's start to the last one's end: the per-call set-up of ``fit`` (data
+    adapter, iterator) is paid once per training run by users, so it is not in a window.
+    """
 
-    class Clock(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            ends.append(time.perf_counter())
-            if len(ends) > needed:
-                self.model.stop_training = True
+    def __init__(self, model_name: str, batch_size: int, data, steps: int, seed: int,
+                 steps_per_execution: int = 1, jit_compile="auto"):
+        import math
 
-    epochs = math.ceil(needed * spe * batch_size / n) + 1
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True, callbacks=[Clock()])
-    jit_resolved = bool(model.jit_compile)
-    images = per_window * spe * batch_size
-    rates = [images / (ends[1 + (i + 1) * per_window] - ends[1 + i * per_window]) for i in range(repeats)]
-    return {"rates": rates, "warmup_seconds": ends[1] - ends[0], "jit_compile_resolved": jit_resolved,
-            "timed_steps": per_window * spe, "steps_per_execution": spe}
+        import keras
+
+        from mnist_core import models
+
+        gc.collect()
+        keras.utils.set_random_seed(seed)
+        spec = models.get(model_name)
+        self.model = models.build(spec)
+        steps_per_epoch = data.num_train // batch_size
+        self.spe = max(1, min(steps_per_execution, steps, steps_per_epoch))
+        self.model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"], steps_per_execution=self.spe, jit_compile=jit_compile)
+        # Whole executions per epoch: Keras ends an epoch with a shorter execution otherwise
+        # (468 batches at spe 100: 4 x 100 + 68), and a window counted as whole executions
+        # would then claim batches that never ran.
+        n = steps_per_epoch // self.spe * self.spe * batch_size
+        self.x = (data.train_images[:n].astype("float32") / 255.0).reshape((n, *spec.input_shape))
+        self.y = data.train_labels[:n].astype("int64")
+        self.batch_size = batch_size
+        self.executions = math.ceil(steps / self.spe)  # executions per timed window
+        started = time.perf_counter()
+        self._fit(1)
+        self.warmup_seconds = time.perf_counter() - started
+        self.jit_compile_resolved = bool(self.model.jit_compile)
+        self.timed_steps = self.executions * self.spe
+
+    def _fit(self, executions: int) -> float:
+        """Runs ``executions`` executions in one ``fit`` call; seconds from first start to last end."""
+        import math
+
+        import keras
+
+        marks: List[float] = []
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if not marks:
+                    marks.append(time.perf_counter())
+
+            def on_train_batch_end(self, batch, logs=None):
+                marks.append(time.perf_counter())
+                if len(marks) > executions:
+                    self.model.stop_training = True
+
+        epochs = math.ceil(executions * self.spe * self.batch_size / len(self.y)) + 1
+        self.model.fit(self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=0, shuffle=True,
+                       callbacks=[Clock()])
+        return marks[executions] - marks[0]
+
+    def window(self) -> float:
+        """One timed window: images/s."""
+        return self.executions * self.spe * self.batch_size / self._fit(self.executions)
 
 
 def train_and_fit(out: Output, settings: Settings, data, suites: List[str], strategy=None,
                   replicas: int = 1) -> None:
-    """The ``train`` grid and, with ``fit``, the model.fit baselines side by side."""
-    core_rates = {}  # (model, batch, precision, jit, spl) -> median images/s
-    fit_steps = {}
+    """The ``train`` grid and, with ``fit``, the model.fit baselines side by side.
+
+    Per model and batch size, every mnist_core configuration and every ``model.fit``
+    variant is built and warmed up first; then the timed windows run in rounds, one window
+    of each per round. On a shared or throttled machine the speed drifts by 10-30% over
+    minutes; measured in blocks minutes apart, a ratio picked that up. Interleaved, each
+    round's windows see the same machine, and the ratio is the median of the per-round
+    ratios.
+    """
     rows = []
     for model in settings.models:
         for batch_size in settings.batch_sizes:
+            core = {}  # (precision, jit, spl) -> CoreRunner
             for precision in settings.precisions:
                 for jit in settings.jit:
                     for spl in settings.steps_per_loop:
-                        config = core_config(model, batch_size, spl, jit, precision, settings.seed)
-                        r = measure_core(config, data, settings.window_seconds, settings.repeats, strategy)
-                        steps = r["steps"]
-                        if jit is False and precision == "float32":
-                            fit_steps[(model, batch_size)] = steps
-                        m = out.add(Measurement(
-                            "train", f"mnist_core {model}",
-                            {"trainer": "mnist_core", "model": model, "batch_size": batch_size,
-                             "precision": precision, "jit_compile": jit, "steps_per_loop": spl,
-                             "timed_steps": steps, "replicas": replicas, "examples": data.num_train},
-                            "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
-                        core_rates[(model, batch_size, precision, jit, spl)] = m.median
-                        rows.append([f"mnist_core {model}", batch_size, precision, "on" if jit else "off", spl,
-                                     m.median, min(r["rates"]), max(r["rates"]), r["warmup_seconds"], None])
+                        runner = CoreRunner(core_config(model, batch_size, spl, jit, precision, settings.seed),
+                                            data, strategy)
+                        runner.calibrate(settings.window_seconds)
+                        core[(precision, jit, spl)] = runner
+            fits = {}  # label -> (jit setting, FitRunner)
             if "fit" in suites:
                 spl = max(settings.steps_per_loop)
-                steps = fit_steps.get((model, batch_size), 50)
+                reference = core.get(("float32", False, spl)) or next(iter(core.values()))
                 variants = [("defaults", 1, "auto")]
-                for jit in settings.jit:
-                    variants.append((f"matched spe={spl} jit={'on' if jit else 'off'}", spl, jit))
+                variants += [(f"matched spe={spl} jit={'on' if jit else 'off'}", spl, jit) for jit in settings.jit]
                 for label, spe, jit in variants:
-                    r = measure_fit(model, batch_size, data, steps, settings.repeats, settings.seed, spe, jit)
-                    m = out.add(Measurement(
-                        "fit", f"model.fit {model} ({label})",
-                        {"trainer": "model.fit", "model": model, "batch_size": batch_size, "precision": "float32",
-                         "steps_per_execution": r["steps_per_execution"], "jit_compile": jit,
-                         "jit_compile_resolved": r["jit_compile_resolved"], "timed_steps": r["timed_steps"],
-                         "examples": data.num_train},
-                        "images/s", r["rates"], {"warmup_seconds": r["warmup_seconds"]}))
-                    # vs defaults: mnist_core's faster XLA setting; vs matched: the same one.
-                    core = max((v for (m_, b, p, j, s_), v in core_rates.items()
-                                if (m_, b, p, s_) == (model, batch_size, "float32", spl)
-                                and (jit == "auto" or j == jit)), default=None)
-                    ratio = core / m.median if core else None
-                    if ratio is not None:
-                        out.add(Measurement("fit", f"ratio mnist_core/fit {model} ({label})",
+                    fits[label] = (jit, FitRunner(model, batch_size, data, reference.steps, settings.seed, spe, jit))
+            rates = {key: [] for key in [*core, *fits]}
+            for _ in range(settings.repeats):
+                for key, runner in core.items():
+                    rates[key].append(runner.window())
+                for label, (_, runner) in fits.items():
+                    rates[label].append(runner.window())
+
+            medians = {}
+            for (precision, jit, spl), runner in core.items():
+                m = out.add(Measurement(
+                    "train", f"mnist_core {model}",
+                    {"trainer": "mnist_core", "model": model, "batch_size": batch_size, "precision": precision,
+                     "jit_compile": jit, "steps_per_loop": spl, "timed_steps": runner.steps,
+                     "replicas": replicas, "examples": data.num_train},
+                    "images/s", rates[(precision, jit, spl)], {"warmup_seconds": runner.warmup_seconds}))
+                medians[(precision, jit, spl)] = m.median
+                rows.append([f"mnist_core {model}", batch_size, precision, "on" if jit else "off", spl, m.median,
+                             min(m.samples), max(m.samples), runner.warmup_seconds, None])
+            for label, (jit, runner) in fits.items():
+                m = out.add(Measurement(
+                    "fit", f"model.fit {model} ({label})",
+                    {"trainer": "model.fit", "model": model, "batch_size": batch_size, "precision": "float32",
+                     "steps_per_execution": runner.spe, "jit_compile": jit,
+                     "jit_compile_resolved": runner.jit_compile_resolved, "timed_steps": runner.timed_steps,
+                     "examples": data.num_train},
+                    "images/s", rates[label], {"warmup_seconds": runner.warmup_seconds}))
+                # vs defaults: mnist_core's faster XLA setting; vs matched: the same one.
+                spl = max(settings.steps_per_loop)
+                candidates = [key for key in medians if key[0] == "float32" and key[2] == spl
+                              and (jit == "auto" or key[1] == jit)]
+                ratio = None
+                if candidates:
+                    best = max(candidates, key=medians.get)
+                    paired = [c / f for c, f in zip(rates[best], rates[label])]
+                    r = out.add(Measurement("fit", f"ratio mnist_core/fit {model} ({label})",
                                             {"model": model, "batch_size": batch_size, "fit": label,
-                                             "mnist_core_images_per_second": core}, "x", [ratio]))
-                    rows.append([f"model.fit {model} ({label})", batch_size, "float32",
-                                 "auto→" + ("on" if r["jit_compile_resolved"] else "off") if jit == "auto"
-                                 else ("on" if jit else "off"), spe, m.median, min(r["rates"]),
-                                 max(r["rates"]), r["warmup_seconds"], ratio])
+                                             "mnist_core_jit_compile": best[1],
+                                             "mnist_core_images_per_second": medians[best]}, "x", paired))
+                    ratio = r.median
+                rows.append([f"model.fit {model} ({label})", batch_size, "float32",
+                             "auto→" + ("on" if runner.jit_compile_resolved else "off") if jit == "auto"
+                             else ("on" if jit else "off"), runner.spe, m.median, min(m.samples),
+                             max(m.samples), runner.warmup_seconds, ratio])
+            del core, fits
     title = "train (mnist_core loop)" + (" vs model.fit" if "fit" in suites else "")
-    out.table(f"{title}; ratio = mnist_core / fit",
+    out.table(f"{title}; ratio = mnist_core / fit (median of per-round ratios)",
               ["trainer", "batch", "precision", "jit", "spl/spe", "images/s", "min", "max", "warm-up s", "ratio"],
               rows)
 

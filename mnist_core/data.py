@@ -454,27 +454,49 @@ def _normalizer(input_shape: Sequence[int]):
 
 def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
                   skip_batches: int = 0):
-    """Infinite training pipeline: cache → shuffle → batch → normalise → prefetch.
+    """Infinite training pipeline: per-epoch permutation → gather batches → normalise → prefetch.
 
-    The whole set is shuffled (buffer = set size) with ``seed`` and reshuffled each epoch.
-    Each epoch yields ``len(images) // global_batch_size`` full batches (the remainder,
-    different every epoch, is dropped) so every step has the same static batch shape:
-    the loss is averaged over exactly ``global_batch_size`` examples on every replica
-    count, and XLA compiles one program.
+    Every epoch is a fresh permutation of the whole set, drawn with
+    ``stateless_shuffle(seed=[seed, epoch])``, cut into ``len(images) // global_batch_size``
+    full batches of indices (the remainder, different every epoch, is dropped) so every
+    step has the same static batch shape: the loss is averaged over exactly
+    ``global_batch_size`` examples on every replica count, and XLA compiles one program.
+    Each batch is one ``tf.gather`` from the arrays, as Keras' own array adapter does.
+
+    Why not ``shuffle(len(images))`` on examples: that buffer is refilled one example at
+    a time at every epoch boundary, and training stalls while it fills (about 0.25 s per
+    Fashion-MNIST epoch on 2 cores, a few per cent of an epoch of the MLPs); a permutation
+    of indices costs about a millisecond.
 
     The order is a pure function of ``seed``: ``skip_batches=k`` yields exactly what the
     un-skipped pipeline yields from its k-th batch on. Resuming uses this instead of a
-    saved iterator; the skip happens on uint8 index batches before normalisation, so
-    fast-forwarding an epoch of Fashion-MNIST costs milliseconds.
+    saved iterator; it starts at the right epoch's permutation and skips index batches
+    only, so fast-forwarding costs milliseconds wherever the run stopped.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(global_batch_size, drop_remainder=True).repeat()
-    if skip_batches:
-        ds = ds.skip(skip_batches)
-    ds = ds.map(_normalizer(input_shape), num_parallel_calls=tf.data.AUTOTUNE)
+    n = len(labels)
+    per_epoch = n // global_batch_size
+    if per_epoch < 1:
+        raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
+    seed = int(seed)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        batches = tf.reshape(order[: per_epoch * global_batch_size], (per_epoch, global_batch_size))
+        return tf.data.Dataset.from_tensor_slices(batches)
+
+    first_epoch, offset = divmod(skip_batches, per_epoch)
+    indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)
+    # The arrays enter the pipeline once, as one element repeated (no copy per batch).
+    arrays = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    normalize = _normalizer(input_shape)
+
+    def gather(batch, arrays):
+        return normalize(tf.gather(arrays[0], batch), tf.gather(arrays[1], batch))
+
+    ds = tf.data.Dataset.zip((indices, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
