@@ -6,7 +6,8 @@ loop exactly as the controller does (``controller.make_program``); ``fit`` is th
 recipe users run today — ``model.compile(...)`` + ``model.fit`` on float32 numpy arrays —
 with Keras' defaults (``steps_per_execution=1``, ``jit_compile="auto"``, which Keras
 resolves to XLA off on CPU-only machines and on for these models on GPUs), and again with ``steps_per_execution``/``jit_compile`` matched to
-mnist_core's. Both report the accuracy metric, so both do the same work per step.
+mnist_core's. Both report the accuracy metric, so both do the same work per step. Their
+timed windows are interleaved round by round (see :func:`train_and_fit`).
 """
 
 from __future__ import annotations
