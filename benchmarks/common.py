@@ -97,7 +97,20 @@ def repeat_timed(fn: Callable[[], int], repeats: int) -> List[float]:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, MiB.
+
+    Linux's ``VmHWM`` (the high-water mark of this program's own memory), not
+    ``getrusage``'s ``ru_maxrss``: Linux carries ``ru_maxrss`` over from the parent
+    through fork and exec, so a benchmark child started by a large parent reported the
+    parent's size (7.5 GB for a 750 MB child at the end of the full grid).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

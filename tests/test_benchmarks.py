@@ -44,6 +44,29 @@ def test_quick_benchmarks_run_every_suite_on_tiny_data(tmp_path):
     assert "pipeline: tf.data training input alone" in result.stdout
     assert "ratio = mnist_core / fit" in result.stdout
 
+    # benchmarks.report renders the same records as RESULTS.md's tables.
+    report = run_cli("benchmarks.report", str(out))
+    assert report.returncode == 0, report.stderr
+    text = report.stdout
+    for section in ("Input pipeline alone", "mnist_core loop vs `model.fit`", "Scaling", "Time to accuracy"):
+        assert f"### {section}" in text
+    row = next(line for line in text.splitlines() if line.startswith("| mlp_small | 128 | ") and "×" in line)
+    assert f"{ratio['median']:.2f}× [{min(ratio['samples']):.2f}-{max(ratio['samples']):.2f}]" in row
+    assert "| `mlp`, mnist-5k, adam | 0.5 |" in text
+
+
+def test_report_rejects_a_file_that_is_not_benchmark_output(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    result = run_cli("benchmarks.report", str(bad))
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        f"benchmarks.report: error: {bad}: not the JSON lines that benchmarks.run --json writes"]
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"a": 1}\n')
+    result = run_cli("benchmarks.report", str(other))
+    assert result.returncode == 2 and "not the JSON lines" in error_lines(result.stderr)[0]
+
 
 def test_bad_flags_are_one_line_errors(tmp_path):
     result = run_cli("benchmarks.run", "--suite", "train,nope")
@@ -79,3 +102,19 @@ def test_calibrated_steps_fill_the_window_with_a_floor_that_depends_on_step_leng
     assert calibrated_steps(0.5, 2.0) == 5  # at least five calls' worth of fast-ish steps
     assert calibrated_steps(14.0, 2.0) == 2  # a step longer than the window: two are enough
     assert calibrated_steps(1e-9, 2.0, max_steps=300) == 300
+
+
+def test_peak_memory_of_a_child_is_its_own_not_its_parents():
+    # Linux carries getrusage's ru_maxrss over from the parent through fork and exec; the
+    # epoch-size benchmark runs in children, so their peak must be measured another way.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    ballast = bytearray(512 * 2**20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])  # touch every page: resident
+    child = subprocess.run([sys.executable, "-c", "from benchmarks.common import peak_rss_mib; print(peak_rss_mib())"],
+                           cwd=REPO, capture_output=True, text=True, check=True)
+    assert 0 < float(child.stdout) < 256, child.stdout
+    del ballast
