@@ -96,6 +96,12 @@ def repeat_timed(fn: Callable[[], int], repeats: int) -> List[float]:
     return rates
 
 
+def read_records(path: str) -> List[Dict]:
+    """The measurements of a ``--json`` file (as :class:`Output` writes them), in order."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB.
 

@@ -93,7 +93,7 @@ def profile_setting(data, model: str, batch_size: int, spl: int, steps: int, jit
         run_steps(program, iterator, spl, total)
 
     run(1)
-    run(min(steps, max(spl, 20)))  # warm: traced, input cache filled
+    run(min(steps, max(spl, 20)))  # warm: traced, pipeline running
     started = time.perf_counter()
     run(steps)
     plain = (time.perf_counter() - started) / steps

@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from typing import Dict, Iterable, List, Optional
 
+from benchmarks.common import read_records
 from mnist_core import cli
 from mnist_core.errors import DataError
 
@@ -36,12 +37,6 @@ def _table(header: List[str], rows: Iterable[List[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def load(path: str) -> List[Dict]:
-    """The records of a ``--json`` file, in order."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def pipeline_table(records: List[Dict]) -> Optional[str]:
@@ -172,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def body():
         not_results = f"{args.results}: not the JSON lines that benchmarks.run --json writes"
         try:
-            records = load(args.results)
+            records = read_records(args.results)
         except OSError as e:
             raise DataError(f"{args.results}: {(e.strerror or str(e)).lower()}") from None
         except (json.JSONDecodeError, UnicodeDecodeError):

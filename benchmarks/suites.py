@@ -27,7 +27,7 @@ import numpy as np
 
 from mnist_core.errors import MnistCoreError
 
-from benchmarks.common import Measurement, Output, peak_rss_mib, repeat_timed, rss_mib
+from benchmarks.common import Measurement, Output, peak_rss_mib, read_records, repeat_timed, rss_mib
 
 MODELS = ("mlp", "deep_mlp", "cnn", "lenet")
 
@@ -98,7 +98,7 @@ def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> 
             steps = max(20, int(settings.window_seconds * 400000) // batch_size)
             started = time.perf_counter()
             for _ in range(min(steps, source_data.num_train // batch_size)):
-                next(iterator)  # the first pass fills the cache: warm-up, reported apart
+                next(iterator)  # the first epoch (thread pools, autotuning): warm-up, reported apart
             warmup = time.perf_counter() - started
 
             def consume():
@@ -175,8 +175,7 @@ class CoreRunner:
 
     def calibrate(self, window_seconds: float, steps: Optional[int] = None) -> int:
         """Fixes the window length: ``steps``, or the steps that fill ``window_seconds``."""
-        # Probe the step time (this also starts filling the pipeline's cache). One step
-        # that already outlasts the window is calibration enough.
+        # Probe the step time. One step that already outlasts the window is calibration enough.
         started = time.perf_counter()
         self.run(1)
         seconds_per_step = time.perf_counter() - started
@@ -205,7 +204,7 @@ def measure_core(config, data, window_seconds: float, repeats: int, strategy=Non
     runner = CoreRunner(config, data, strategy)
     runner.calibrate(window_seconds, steps)
     rates = [runner.window() for _ in range(repeats)]
-    rss = rss_mib()  # while this measurement's pipeline (and its cache) is alive
+    rss = rss_mib()  # while this measurement's pipeline (and its copy of the data) is alive
     return {"rates": rates, "warmup_seconds": runner.warmup_seconds, "steps": runner.steps, "rss_mib": rss}
 
 
@@ -291,6 +290,7 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
     ratios.
     """
     rows = []
+    max_spl = max(settings.steps_per_loop)  # mnist_core's setting that the ratios use
     for model in settings.models:
         for batch_size in settings.batch_sizes:
             core = {}  # (precision, jit, spl) -> CoreRunner
@@ -303,10 +303,10 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                         core[(precision, jit, spl)] = runner
             fits = {}  # label -> (jit setting, FitRunner)
             if "fit" in suites:
-                spl = max(settings.steps_per_loop)
-                reference = core.get(("float32", False, spl)) or next(iter(core.values()))
+                reference = core.get(("float32", False, max_spl)) or next(iter(core.values()))
                 variants = [("defaults", 1, "auto")]
-                variants += [(f"matched spe={spl} jit={'on' if jit else 'off'}", spl, jit) for jit in settings.jit]
+                variants += [(f"matched spe={max_spl} jit={'on' if jit else 'off'}", max_spl, jit)
+                             for jit in settings.jit]
                 for label, spe, jit in variants:
                     fits[label] = (jit, FitRunner(model, batch_size, data, reference.steps, settings.seed, spe, jit))
             rates = {key: [] for key in [*core, *fits]}
@@ -336,8 +336,7 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                      "examples": data.num_train},
                     "images/s", rates[label], {"warmup_seconds": runner.warmup_seconds}))
                 # vs defaults: mnist_core's faster XLA setting; vs matched: the same one.
-                spl = max(settings.steps_per_loop)
-                candidates = [key for key in medians if key[0] == "float32" and key[2] == spl
+                candidates = [key for key in medians if key[0] == "float32" and key[2] == max_spl
                               and (jit == "auto" or key[1] == jit)]
                 ratio = None
                 if candidates:
@@ -372,8 +371,7 @@ def _subprocess_suite(args: List[str], timeout: int = 1800) -> List[Dict]:
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if result.returncode != 0:
             raise BenchmarkError(f"benchmark subprocess {' '.join(args)} failed: {_last_error(result.stderr)}")
-        with open(path) as f:
-            return [json.loads(line) for line in f]
+        return read_records(path)
 
 
 def scaling(out: Output, settings: Settings, data, common_args: List[str]) -> None:
