@@ -240,16 +240,29 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # them while tracing (fails: "You must feed a value for placeholder"). Build now,
         # in scope, so slots are distributed like the weights and restorable.
         optimizer.build(model.trainable_variables)
+    if config.jit_compile and replicas > 1 and _has_synchronized_batchnorm(model):
+        raise ConfigError(
+            f"--jit-compile: the model has synchronized BatchNormalization, whose statistics are all-reduced "
+            f"across the {replicas} replicas inside the forward pass, and a cross-replica all-reduce cannot run "
+            "inside an XLA cluster; drop --jit-compile or --sync-batchnorm"
+        )
     train_step = step_lib.make_train_step(
         model, optimizer, config.batch_size, jit_compile=config.jit_compile, num_replicas=replicas
     )
     return Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
-        train_loop=loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace),
+        train_loop=loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace,
+                                            variables=model.trainable_variables,
+                                            skip_counter=optim.skipped_updates(optimizer)),
         eval_loop=loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model)),
         steps_per_epoch=steps_per_epoch,
         steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch),
     )
+
+
+def _has_synchronized_batchnorm(model) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "synchronized", False)
+               for layer in model._flatten_layers())
 
 
 class Trainer:
@@ -426,7 +439,7 @@ class Trainer:
                 first_loop = False
                 global_step += n
                 done += n
-                if result["nonfinite"]:
+                if result["nonfinite"] or result["skipped"] or not result["weights_finite"]:
                     self._handle_nonfinite(result, global_step, n, state)
                 sums["loss"] += result["loss"]
                 sums["steps"] += n - int(result["nonfinite"])
@@ -491,17 +504,30 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
 
     def _handle_nonfinite(self, result: Dict, global_step: int, n: int, state: CheckpointState) -> None:
+        """Warns about skipped updates, or stops the run before anything non-finite is saved.
+
+        Skipping (``--on-nonfinite skip``, and mixed_float16's loss scaling by design)
+        leaves weights and slots untouched, so training goes on. Anything else that is not
+        finite — a NaN/Inf loss in ``stop`` mode, or weights that a non-finite update (or an
+        overflowing finite one) has already spoiled — stops the run without saving.
+        """
         config = self.config
-        if config.precision == "mixed_float16" or config.on_nonfinite == "skip":
-            self.reporter.warn(
-                f"{int(result['nonfinite'])} step(s) with non-finite loss skipped in steps "
-                f"{global_step - n + 1}..{global_step}"
-            )
+        steps = f"steps {global_step - n + 1}..{global_step}"
+        skipping = config.precision == "mixed_float16" or config.on_nonfinite == "skip"
+        if skipping and result["weights_finite"]:
+            if result["skipped"]:
+                self.reporter.warn(f"{int(result['skipped'])} update(s) with non-finite gradients skipped in {steps}")
+            if result["nonfinite"] > result["skipped"]:
+                self.reporter.warn(f"{int(result['nonfinite'])} step(s) with a non-finite loss in {steps} "
+                                   "(left out of the reported loss)")
             return
+        if result["nonfinite"]:
+            what = "loss (NaN/Inf)"
+        else:
+            what = "weights (NaN/Inf) after an update"
         last = state.latest or "none (no checkpoint written yet)"
         raise NonFiniteLossError(
-            f"non-finite loss (NaN/Inf) within steps {global_step - n + 1}..{global_step}; "
-            f"stopped without saving; last good checkpoint: {last} "
+            f"non-finite {what} within {steps}; stopped without saving; last good checkpoint: {last} "
             "(resume with --resume, perhaps with a lower --lr, or use --on-nonfinite skip)"
         )
 

@@ -5,12 +5,24 @@ steps as a *tensor*: one trace serves every epoch and every loop length (the las
 loop of an epoch too), and the Python↔graph round trip is paid once per ``num_steps``
 steps instead of once per step, which is where ``model.fit``'s default
 (``steps_per_execution=1``) loses time on small models.
+
+Two kinds of step run in the same loops:
+
+* mnist_core's explicit step (:func:`mnist_core.step.make_train_step`), which returns sums
+  (``loss``, ``correct``, ``count``) that the loop reduces across replicas and steps;
+* a Keras-protocol step (a model's own ``train_step``/``test_step``), which returns a dict
+  of logs, usually running metric values; the loop keeps the last step's logs, reduced
+  across replicas as ``model.fit`` reduces them (the mean), and counts the examples.
+
+Both loops also report, once per call, what the controller needs to keep a run from being
+lost to a non-finite number: how many updates a skipping optimizer refused
+(``skipped``) and whether every weight is still finite (``weights_finite``).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -20,6 +32,7 @@ import tensorflow as tf
 warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options", category=UserWarning)
 
 SUM = tf.distribute.ReduceOp.SUM
+MEAN = tf.distribute.ReduceOp.MEAN
 _KEYS = ("loss", "correct", "count")
 
 
@@ -31,24 +44,55 @@ def _accumulate(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Di
     return {key: totals[key] + strategy.reduce(SUM, per_replica[key], axis=None) for key in _KEYS}
 
 
-def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[[], None]] = None):
-    """Returns ``train_loop(iterator, num_steps) -> {"loss", "correct", "count", "nonfinite"}``.
+def _read(variable) -> tf.Tensor:
+    # Keras variables wrap a tf.Variable (a distributed one under a strategy).
+    return tf.convert_to_tensor(getattr(variable, "value", variable))
 
-    ``loss`` is the sum of the finite steps' global mean losses (divide by
-    ``num_steps - nonfinite``); ``correct``/``count`` are summed over all replicas and
-    steps; ``nonfinite`` counts steps whose loss was NaN/Inf (their update was skipped
-    by a loss-scaling optimizer, or the controller stops the run).
+
+def _all_finite(variables: Sequence) -> tf.Tensor:
+    """True if every element of every variable is finite (one pass, once per loop call)."""
+    if not variables:
+        return tf.constant(True)
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(_read(v))) for v in variables]))
+
+
+def _counter(variable) -> tf.Tensor:
+    if variable is None:
+        return tf.constant(0.0, tf.float32)
+    return tf.cast(_read(variable), tf.float32)
+
+
+def _health(totals: Dict[str, tf.Tensor], skipped_before, skip_counter, variables) -> Dict[str, tf.Tensor]:
+    totals = dict(totals)
+    totals["skipped"] = _counter(skip_counter) - skipped_before
+    totals["weights_finite"] = tf.cast(_all_finite(variables), tf.float32)
+    return totals
+
+
+def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[[], None]] = None, *,
+                    variables: Sequence = (), skip_counter=None):
+    """Returns ``train_loop(iterator, num_steps)`` for mnist_core's explicit step.
+
+    The result holds ``loss``: the sum of the finite steps' global mean losses (divide by
+    ``num_steps - nonfinite``); ``correct``/``count`` summed over all replicas and steps;
+    ``nonfinite``: steps whose loss was NaN/Inf; ``skipped``: updates the optimizer
+    skipped because a gradient was not finite (0 for an optimizer that never skips);
+    ``weights_finite``: 1.0 if every variable in ``variables`` is finite after the call.
 
     Args:
         strategy: The ``tf.distribute.Strategy`` whose ``run`` executes the step.
         train_step: Per-replica step from :func:`mnist_core.step.make_train_step`.
         on_trace: Called each time the loop is traced (Python side), for retrace tests.
+        variables: Checked for finiteness after the steps (the model's trainable weights).
+        skip_counter: The optimizer's count of skipped updates
+            (:func:`mnist_core.optim.skipped_updates`), or ``None``.
     """
 
     @tf.function
     def train_loop(iterator, num_steps):
         if on_trace is not None:
             on_trace()
+        skipped_before = _counter(skip_counter)
         totals = _zeros(_KEYS + ("nonfinite",))
         for _ in tf.range(num_steps):
             per_replica = strategy.run(train_step, args=(next(iterator),))
@@ -60,7 +104,7 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
                 "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
                 "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
             }
-        return totals
+        return _health(totals, skipped_before, skip_counter, variables)
 
     return train_loop
 
@@ -81,5 +125,117 @@ def make_eval_loop(strategy, eval_step: Callable, on_trace: Optional[Callable[[]
             per_replica = strategy.run(eval_step, args=(batch,))
             totals = _accumulate(strategy, totals, per_replica)
         return totals
+
+    return eval_loop
+
+
+# --------------------------------------------------------------------------- Keras protocol
+
+
+def _reduce_logs(strategy, per_replica_logs):
+    """Per-replica logs → one value each: the mean over replicas, as ``model.fit`` reports.
+
+    Metric results are running values per replica; with equal shares of each batch their
+    mean is the global value. Non-float logs (counts, flags) take the first replica's.
+    """
+
+    def reduce(value):
+        if isinstance(value, tf.Tensor) and not value.dtype.is_floating:
+            return strategy.experimental_local_results(value)[0]
+        if not isinstance(value, (tf.Tensor, tf.Variable)) and not hasattr(value, "values"):
+            return value
+        dtype = strategy.experimental_local_results(value)[0].dtype
+        if not dtype.is_floating:
+            return strategy.experimental_local_results(value)[0]
+        return strategy.reduce(MEAN, value, axis=None)
+
+    return tf.nest.map_structure(reduce, per_replica_logs)
+
+
+def _examples(batch) -> tf.Tensor:
+    """Examples in this replica's share of a batch ``(x, y, ...)`` (0 for an empty share)."""
+    first = tf.nest.flatten(batch)[0]
+    return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+def make_keras_step(strategy, step: Callable):
+    """One distributed Keras-protocol step: ``data -> (logs, examples)``, both reduced.
+
+    ``step`` runs per replica (``model.train_step``, ``model.test_step``, or mnist_core's
+    transcription of Keras' ``train_step``). As in Keras' own trainer, the step is its own
+    ``tf.function`` without AutoGraph: it is traced once and called from every iteration
+    of the loop, and user code runs exactly as ``model.fit`` runs it.
+    """
+
+    @tf.autograph.experimental.do_not_convert
+    def replica_step(data):
+        return step(data), _examples(data)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def one_step(data):
+        logs, examples = strategy.run(replica_step, args=(data,))
+        return _reduce_logs(strategy, logs), strategy.reduce(SUM, examples, axis=None)
+
+    return one_step
+
+
+def _zeros_like_structure(structure):
+    return tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), structure)
+
+
+def output_structure(one_step, element_spec):
+    """The (logs, examples) structure of ``one_step`` for batches of ``element_spec``.
+
+    Tracing here, before training, is also where a user's ``train_step``/``test_step``
+    that cannot become a graph fails: the controller turns that into one line.
+    """
+    concrete = one_step.get_concrete_function(element_spec)
+    return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs)
+
+
+def make_keras_train_loop(strategy, one_step: Callable, structure, on_trace: Optional[Callable[[], None]] = None,
+                          *, variables: Sequence = (), skip_counter=None):
+    """Returns ``train_loop(iterator, num_steps) -> {"logs", "count", "skipped", "weights_finite"}``.
+
+    ``logs`` are the last step's logs (running metrics, as ``model.fit`` hands them to
+    callbacks after a ``steps_per_execution`` call); ``count`` the examples trained on.
+
+    Args:
+        strategy: The distribution strategy.
+        one_step: From :func:`make_keras_step` over the model's ``train_step``.
+        structure: ``output_structure(one_step, ...)``: the loop carries logs of this shape.
+        on_trace, variables, skip_counter: As for :func:`make_train_loop`.
+    """
+    logs_spec, _ = structure
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        if on_trace is not None:
+            on_trace()
+        skipped_before = _counter(skip_counter)
+        logs = _zeros_like_structure(logs_spec)
+        count = tf.constant(0.0, tf.float32)
+        for _ in tf.range(num_steps):
+            logs, examples = one_step(next(iterator))
+            count += examples
+        return _health({"logs": logs, "count": count}, skipped_before, skip_counter, variables)
+
+    return train_loop
+
+
+def make_keras_eval_loop(strategy, one_step: Callable, structure, on_trace: Optional[Callable[[], None]] = None):
+    """Returns ``eval_loop(distributed_dataset) -> {"logs", "count"}`` over the whole dataset."""
+    logs_spec, _ = structure
+
+    @tf.function
+    def eval_loop(dataset):
+        if on_trace is not None:
+            on_trace()
+        logs = _zeros_like_structure(logs_spec)
+        count = tf.constant(0.0, tf.float32)
+        for batch in dataset:
+            logs, examples = one_step(batch)
+            count += examples
+        return {"logs": logs, "count": count}
 
     return eval_loop

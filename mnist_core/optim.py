@@ -26,8 +26,11 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Builds the optimizer named by ``config.optimizer`` (unbuilt: call ``build`` in scope).
 
-    Mixed float16 wraps it in Keras 3's ``LossScaleOptimizer`` (dynamic loss scaling);
-    bfloat16 has float32's exponent range and needs no loss scaling.
+    Mixed float16 wraps it in a Keras 3 ``LossScaleOptimizer`` (dynamic loss scaling);
+    bfloat16 has float32's exponent range and needs no loss scaling. ``--on-nonfinite
+    skip`` wraps it in :class:`SkipNonFinite`. Both wrappers count the updates they skip
+    (``skipped_updates``), so the loop can report them even when only the gradients, not
+    the loss, were non-finite.
     """
     lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "adam":
@@ -39,13 +42,36 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     else:
         optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
     if config.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = CountingLossScaleOptimizer(optimizer)
     elif config.on_nonfinite == "skip":
         optimizer = SkipNonFinite(optimizer)
     return optimizer
 
 
-class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
+@keras.saving.register_keras_serializable(package="mnist_core")
+class CountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras 3's ``LossScaleOptimizer``, plus a count of the updates it skipped.
+
+    A step whose gradients are not finite (on any replica) is skipped and the scale
+    halved, exactly as in Keras; ``skipped_updates`` counts those steps. The loop reads
+    it before and after a call: a finite loss with overflowing gradients is then still
+    reported, which a check of the loss alone would miss.
+    """
+
+    def build(self, var_list):
+        super().build(var_list)
+        self.skipped_updates = self.add_variable(
+            shape=(), dtype="int", initializer=keras.initializers.Zeros(), aggregation="none",
+            name="skipped_updates",
+        )
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.skipped_updates.assign_add(1)
+
+
+@keras.saving.register_keras_serializable(package="mnist_core")
+class SkipNonFinite(CountingLossScaleOptimizer):
     """Skips every update whose gradients are not finite; otherwise exactly the inner optimizer.
 
     Built on Keras' ``LossScaleOptimizer`` for its distribution-aware "apply only if every
@@ -62,8 +88,13 @@ class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
         self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
 
     def _stateful_handle_non_finite_grads(self):
-        # Deliberately nothing: no scale to lower, and the update is skipped.
-        pass
+        # No scale to lower: the update is skipped and counted, nothing else.
+        self.skipped_updates.assign_add(1)
+
+
+def skipped_updates(optimizer) -> "keras.Variable | None":
+    """The optimizer's count of skipped updates, or ``None`` if it never skips."""
+    return getattr(optimizer, "skipped_updates", None)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

@@ -123,11 +123,12 @@ def test_mirrored_sigkill_mid_epoch_then_resume_is_exact(data_dir, tmp_path):
 def test_nonfinite_loss_stops_with_step_and_checkpoint(data_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(out), "--model",
-                     "mlp_small", "--optimizer", "sgd", "--lr", "1e30", "--steps-per-loop", "1", "--epochs", "1")
+                     "fault_models:nan_loss_at_step_3", "--steps-per-loop", "1", "--checkpoint-every", "2",
+                     "--epochs", "1", env={"PYTHONPATH": str(REPO / "tests")})
     assert result.returncode == 3, result.stderr
     lines = error_lines(result.stderr)
-    assert len(lines) == 1 and "non-finite loss (NaN/Inf) within steps" in lines[0], result.stderr
-    assert "last good checkpoint" in lines[0]
+    assert len(lines) == 1 and "non-finite loss (NaN/Inf) within steps 3..3" in lines[0], result.stderr
+    assert "last good checkpoint" in lines[0] and "ckpt-2" in lines[0]
     assert not (out / "model.keras").exists(), "a diverged model is not saved"
 
 

@@ -61,12 +61,16 @@ def runs(data_dir, tmp_path_factory):
     }
 
 
-def test_mirrored_two_replicas_equals_one_replica_with_l2(runs):
-    _assert_same_weights(runs["single"], runs["mirrored"])
+def test_whole_runs_on_1_and_2_replicas_agree_statistically(runs):
+    """Over a whole run parity is statistical: 1 and 2 replicas sum each batch's gradient
+    in a different order, and on CPU kernels (oneDNN on AVX-512, say) such last-bit
+    differences can grow over many steps. The exact statement is one step, tested below."""
     single = json.loads((runs["single"] / "summary.json").read_text())
     mirrored = json.loads((runs["mirrored"] / "summary.json").read_text())
     assert mirrored["num_replicas"] == 2 and single["num_replicas"] == 1
-    assert mirrored["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
+    assert single["test_accuracy"] > 0.9 and mirrored["test_accuracy"] > 0.9
+    assert abs(mirrored["test_accuracy"] - single["test_accuracy"]) <= 0.03
+    assert mirrored["test_loss"] == pytest.approx(single["test_loss"], rel=0.1)
 
 
 def test_evaluation_counts_each_example_once_with_tiny_last_batch(runs):
@@ -75,27 +79,56 @@ def test_evaluation_counts_each_example_once_with_tiny_last_batch(runs):
         assert all(e["test_examples"] == N_TEST for e in history)
 
 
-def test_sync_batchnorm_parity(data_dir, tmp_path):
-    # SGD, not Adam: Adam divides by sqrt(v), which turns float noise on near-zero
-    # gradients into differences of up to 3e-5 after 16 steps, depending on the batches.
-    # With SGD, synchronised BatchNorm matches to ~2e-6 while the unsynchronised layer
-    # (per-replica statistics) differs by 2e-3 to 3e-3 (seeds 42, 1, 2).
-    model = ["--model", "parity_models:conv_sync_bn", "--optimizer", "sgd", "--lr", "0.05"]
-    single = _train(data_dir, tmp_path / "single", *model)
-    mirrored = _train(data_dir, tmp_path / "mirrored", *model, "--strategy", "mirrored", "--cpu-replicas", "2")
-    _assert_same_weights(single, mirrored)
+# One step from the same weights and batch: ||update(1) - update(2)|| / ||update(1)||.
+# Measured on AVX-512 (oneDNN on and off): <= 8e-7 for dense_l2, <= 4.6e-6 with
+# synchronised BatchNorm, and >= 2.4e-4 for per-replica BatchNorm (the control).
+ONE_STEP_TOLERANCE = 3e-5
+
+
+def _one_step(onednn, models, batches, *extra):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "replica_parity.py"), ",".join(models),
+                             ",".join(map(str, batches)), *extra],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn})
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_one_step_on_2_replicas_equals_1_replica(onednn):
+    """The distributed math (loss over the global batch, regulariser per replica, synchronised
+    BatchNorm, XLA under mirrored) gives the single-replica update to float tolerance."""
+    rows = _one_step(onednn, ["dense_l2", "conv_sync_bn", "conv_bn"], [64, 128, 256])
+    rows += _one_step(onednn, ["dense_l2"], [128], "--jit")
+    assert len(rows) == 10
+    for row in rows:
+        if row["model"] == "conv_bn":
+            # Per-replica statistics normalise each half of the batch on its own: a real
+            # difference, which shows this comparison detects one.
+            assert row["relative_update_diff"] > 4 * ONE_STEP_TOLERANCE, row
+        else:
+            assert row["loss_mirrored"] == pytest.approx(row["loss_single"], rel=1e-5), row
+            assert row["relative_update_diff"] <= ONE_STEP_TOLERANCE, row
+
+
+def test_sync_batchnorm_with_xla_under_mirrored_is_refused(data_dir, tmp_path):
+    result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "r"),
+                     "--model", "deep_mlp", "--sync-batchnorm", "--jit-compile", "--strategy", "mirrored",
+                     "--cpu-replicas", "2", "--epochs", "1")
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "--jit-compile" in lines[0] and "synchronized BatchNormalization" in lines[0], \
+        result.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
 def test_builtin_sync_batchnorm_flag_builds_synchronized_layers():
     model = models.build(models.get("deep_mlp"), sync_batchnorm=True)
     bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bn and all(layer.synchronized for layer in bn)
-
-
-def test_xla_under_mirrored_matches(runs, data_dir, tmp_path):
-    xla = _train(data_dir, tmp_path / "xla", "--model", "parity_models:dense_l2", "--strategy", "mirrored",
-                 "--cpu-replicas", "2", "--jit-compile")
-    _assert_same_weights(runs["single"], xla)
 
 
 def test_multi_worker_two_local_workers_match_mirrored(runs, data_dir, tmp_path):
@@ -138,43 +171,6 @@ def test_multi_worker_needs_tf_config(data_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- precision (in-process)
-
-
-def _loop_on(model, optimizer, images, labels):
-    train_loop = loop_lib.make_train_loop(tf.distribute.get_strategy(),
-                                          step_lib.make_train_step(model, optimizer, len(labels)))
-    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    return {k: float(v) for k, v in train_loop(iterator, tf.constant(1)).items()}
-
-
-def _snapshot(model):
-    return [w.copy() for w in model.get_weights()]
-
-
-@pytest.mark.parametrize("config", [TrainConfig(precision="mixed_float16"),
-                                    TrainConfig(precision="float32", on_nonfinite="skip")])
-def test_nonfinite_step_is_skipped_and_weights_unchanged(config):
-    rng = np.random.default_rng(0)
-    good = rng.random((16, 784), dtype=np.float32)
-    bad = good.copy()
-    bad[3, 5] = np.nan  # an injected NaN makes the loss and every gradient non-finite
-    labels = (np.arange(16) % 10).astype(np.int32)
-    with precision.policy(config.precision):
-        model = models.build(models.get("mlp_small"))
-        optimizer = optim.make_optimizer(config, steps_per_epoch=10)
-        optimizer.build(model.trainable_variables)
-        scale = float(optimizer.dynamic_scale.numpy())
-        before = _snapshot(model)
-        out = _loop_on(model, optimizer, bad, labels)
-        assert out["nonfinite"] == 1
-        for a, b in zip(before, model.get_weights()):
-            np.testing.assert_array_equal(a, b)
-        assert int(optimizer.inner_optimizer.iterations.numpy()) == 0, "slots/iterations untouched"
-        expected = scale / 2 if config.precision == "mixed_float16" else 1.0
-        assert float(optimizer.dynamic_scale.numpy()) == expected
-        out = _loop_on(model, optimizer, good, labels)
-        assert out["nonfinite"] == 0 and np.isfinite(out["loss"])
-        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_mixed_precision_computes_in_16_bits_with_float32_logits():
