@@ -1,9 +1,58 @@
 """mnist_core: MNIST-style classifiers trained by a compiled tf.GradientTape loop.
 
-Public entry points: :func:`mnist_core.controller.train` with a
-:class:`mnist_core.config.TrainConfig`, the model registry :mod:`mnist_core.models`,
-:mod:`mnist_core.inference` (load ``model.keras`` or a SavedModel, classify, export), and the
-CLIs ``python -m mnist_core.train``, ``.evaluate``, ``.predict``, ``.plot`` and ``.models``.
+The Python API is the library the command-line tools use::
+
+    import mnist_core
+
+    config = mnist_core.TrainConfig(model="cnn", epochs=3, data_dir="../shared/data/mnist-5k")
+    summary = mnist_core.train(config, callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+
+* :class:`TrainConfig`, :class:`Trainer`, :func:`train` — a training run
+  (``model=`` a ``keras.Model`` object, subclass or factory; ``data=`` numpy arrays);
+* :func:`load_data`, :func:`from_arrays`, :class:`MnistData` — datasets;
+* :func:`load_model`, :func:`load_classifier`, :func:`evaluate_model`,
+  :func:`predict_proba`, :func:`export_savedmodel` — using a trained model (the names
+  ``evaluate`` and ``predict`` belong to the command-line modules);
+* :func:`register_model` — add a model to the ``--model`` registry.
+
+Names are imported on first use, so ``import mnist_core`` stays cheap (TensorFlow is
+loaded only when something needs it).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "TrainConfig": ("mnist_core.config", "TrainConfig"),
+    "Trainer": ("mnist_core.controller", "Trainer"),
+    "train": ("mnist_core.controller", "train"),
+    "MnistData": ("mnist_core.data", "MnistData"),
+    "load_data": ("mnist_core.data", "load"),
+    "from_arrays": ("mnist_core.data", "from_arrays"),
+    "load_model": ("mnist_core.inference", "load_keras_model"),
+    "load_classifier": ("mnist_core.inference", "load_classifier"),
+    "export_savedmodel": ("mnist_core.inference", "export_savedmodel"),
+    "evaluate_model": ("mnist_core.api", "evaluate_model"),
+    "predict_proba": ("mnist_core.api", "predict_proba"),
+    "register_model": ("mnist_core.models", "register"),
+    "MnistCoreError": ("mnist_core.errors", "MnistCoreError"),
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mnist_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

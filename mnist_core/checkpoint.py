@@ -50,7 +50,17 @@ class CheckpointState:
             model=model, optimizer=optimizer, step=self.step, rng=_seed_variables(model)
         )
         self.directory = directory
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
+        self.keep = keep
+        self._manager: Optional[tf.train.CheckpointManager] = None
+
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        # Created at first use, not here: a manager reads the directory's index when
+        # created, and the run directory is prepared (an --overwrite clears it) only
+        # after the program is built and traced.
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=self.keep)
+        return self._manager
 
     @property
     def latest(self) -> Optional[str]:

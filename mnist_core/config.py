@@ -69,6 +69,8 @@ class TrainConfig:
         profile_steps: ``"A,B"``: write a TensorBoard profiler trace of global steps A..B
             (1-based, inclusive); ``None``: no profiling.
         synthetic_train_size: Number of training images of the ``synthetic`` dataset.
+        callbacks: ``package.module:factory`` names of Keras callbacks to add (a
+            ``Callback`` subclass or a function returning one or a list).
     """
 
     dataset: str = "mnist"
@@ -103,8 +105,16 @@ class TrainConfig:
     histograms: bool = False
     profile_steps: Optional[str] = None
     synthetic_train_size: int = 60000
+    callbacks: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.callbacks, str):
+            object.__setattr__(self, "callbacks", (self.callbacks,))
+        elif isinstance(self.callbacks, list):
+            # JSON and TOML give lists; a frozen config holds a tuple.
+            object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        if not isinstance(self.callbacks, tuple) or not all(isinstance(c, str) and c.strip() for c in self.callbacks):
+            raise ConfigError(f"--callback must be package.module:factory names, got {self.callbacks!r}")
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
@@ -176,7 +186,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Returns the config as plain JSON-serialisable values."""
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["callbacks"] = list(self.callbacks)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":

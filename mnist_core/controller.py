@@ -1,8 +1,11 @@
-"""Layer 3: the eager controller — epochs, evaluation, checkpoints, summaries, output.
+"""Layer 3: the eager controller — a plain epoch loop that hands its events to actions.
 
-Everything here is ordinary Python between compiled loop calls: it decides how many
-steps the next :func:`mnist_core.loop.make_train_loop` call runs (to the end of the
-epoch, or to the next checkpoint), times it, evaluates, and writes the run directory::
+Everything here is ordinary Python between compiled loop calls. :func:`make_program`
+builds the model, optimizer and compiled loops once (the benchmarks time exactly that
+program); :class:`Trainer` runs it: it asks the actions (:mod:`mnist_core.actions`) how
+many steps may run before one needs a boundary, runs that many in one
+:func:`mnist_core.loop.make_train_loop` call, evaluates at epoch ends, and hands every
+event to every action in order. The run directory::
 
     OUTPUT_DIR/
       history.json      one entry per epoch (rewritten atomically after each epoch)
@@ -16,6 +19,7 @@ epoch, or to the next checkpoint), times it, evaluates, and writes the run direc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -24,80 +28,28 @@ import os
 import platform
 import shutil
 import signal
-import threading
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_core import actions as actions_lib
 from mnist_core import data as data_lib
+from mnist_core import keras_protocol
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
 from mnist_core import inference, optim, precision, step as step_lib, strategy as strategy_lib
+from mnist_core.actions import CallbackError, InterruptedRun, NonFiniteLossError  # noqa: F401  (public here)
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState, has_checkpoint
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, MnistCoreError
+from mnist_core.errors import ConfigError, ModelError, one_line
 from mnist_core.reporting import Reporter
 
 RUN_FILES = ("history.json", "summary.json", "model.keras", inference.SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
-
-
-class NonFiniteLossError(MnistCoreError):
-    """Training produced a NaN/Inf loss (``--on-nonfinite stop``)."""
-
-    exit_code = 3
-
-
-class InterruptedRun(MnistCoreError):
-    """SIGINT/SIGTERM: a checkpoint was written; exit status 128 + signal (130/143)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class _SignalGuard:
-    """Turns SIGINT/SIGTERM into a flag checked between loop calls.
-
-    The running loop call finishes (a signal can't stop a compiled loop midway anyway),
-    then the controller checkpoints and stops. The first signal restores SIGINT's default
-    action, so a second Ctrl-C kills the process at once, even inside a long TF call.
-
-    Args:
-        forward_sigint_as_sigterm: under multi_worker, SIGTERM belongs to TensorFlow's
-            PreemptionCheckpointHandler (a checkpoint is a collective: every worker must
-            save at the same step, which only it coordinates). Ctrl-C is then re-sent to
-            this process as SIGTERM so that it takes the same coordinated path.
-    """
-
-    def __init__(self, forward_sigint_as_sigterm: bool = False):
-        self.signum: Optional[int] = None
-        self.received: Optional[int] = None
-        self._forward = forward_sigint_as_sigterm
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            signals = (signal.SIGINT,) if self._forward else (signal.SIGINT, signal.SIGTERM)
-            for signum in signals:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if self._forward:
-            os.kill(os.getpid(), signal.SIGTERM)
-        else:
-            self.signum = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def write_json(path: Path, value) -> None:
@@ -140,12 +92,12 @@ def _dataset_options(multi_worker: bool) -> tf.data.Options:
     return options
 
 
-def prepare_output_dir(config: TrainConfig) -> Path:
-    """Checks and creates the run directory before any training starts.
+def check_output_dir(config: TrainConfig) -> Path:
+    """Checks the run directory without touching it; returns its path.
 
     Refuses a non-empty directory unless ``--resume`` (which needs a checkpoint there)
-    or ``--overwrite`` (which removes the earlier run's files) is given, and checks the
-    directory is writable, so a run can't fail after an hour on a permissions problem.
+    or ``--overwrite`` is given. Nothing is created or removed here, so a run refused
+    later (bad model, bad batch size) leaves the directory as it was.
     """
     out = Path(config.output_dir) if config.output_dir else default_output_dir()
     flag = f"--output-dir {out}"
@@ -154,12 +106,23 @@ def prepare_output_dir(config: TrainConfig) -> Path:
     if config.resume:
         if not has_checkpoint(str(out)):
             raise ConfigError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}")
-    elif out.exists() and any(out.iterdir()):
-        if not config.overwrite:
-            raise ConfigError(
-                f"{flag}: not empty (an earlier run?); use --resume to continue it, "
-                "--overwrite to replace it, or another directory"
-            )
+    elif out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise ConfigError(
+            f"{flag}: not empty (an earlier run?); use --resume to continue it, "
+            "--overwrite to replace it, or another directory"
+        )
+    return out
+
+
+def prepare_output_dir(config: TrainConfig, out: Optional[Path] = None) -> Path:
+    """Creates the run directory (removing an earlier run's files with ``--overwrite``).
+
+    Checks the directory is writable, so a run can't fail after an hour on a
+    permissions problem.
+    """
+    out = out or check_output_dir(config)
+    flag = f"--output-dir {out}"
+    if config.overwrite and not config.resume and out.is_dir():
         for name in RUN_FILES:
             target = out / name
             if target.is_dir():
@@ -180,12 +143,89 @@ def auto_steps_per_loop(steps_per_epoch: int) -> int:
     return max(1, min(100, steps_per_epoch // 10))
 
 
+def _to_python(value):
+    array = np.asarray(value)
+    return float(array) if array.ndim == 0 else array.tolist()
+
+
+def _python_logs(logs) -> Dict:
+    return {key: _to_python(value) for key, value in logs.items()}
+
+
+@contextlib.contextmanager
+def detached_optimizer(model):
+    """Saves ``model.keras`` as architecture and weights only, compiled or not.
+
+    The optimizer is set on the model during training (Keras callbacks such as
+    ReduceLROnPlateau reach it as ``model.optimizer``); saved with it, ``model.keras``
+    would carry the optimizer's slots (twice the weights for Adam) and a compile config
+    naming mnist_core's optimizer wrappers. The checkpoints keep the training state.
+    """
+    saved = {name: model.__dict__.get(name) for name in ("optimizer", "compiled")}
+    model.optimizer = None
+    model.compiled = False
+    try:
+        yield model
+    finally:
+        model.optimizer = saved["optimizer"]
+        model.compiled = bool(saved["compiled"])
+
+
+class EpochMeter:
+    """The running training metrics of one epoch, as the progress bar and callbacks see them.
+
+    For the explicit step: the mean loss over the epoch's finite steps and the accuracy
+    over its examples. For a Keras-protocol model: the last loop call's logs (its
+    running metrics), and at the epoch's end the model's metrics read across replicas,
+    as ``fit`` reports them.
+    """
+
+    def __init__(self, program: "Program"):
+        self.program = program
+        self.loss = self.correct = self.count = 0.0
+        self.finite_steps = 0
+        self.keras_logs: Dict = {}
+        self.images = self.seconds = 0.0
+
+    def add(self, result: Dict, steps: int, seconds: Optional[float]) -> None:
+        """Adds a loop call's result; ``seconds`` is None for a call that included tracing."""
+        if self.program.keras_protocol:
+            self.keras_logs = _python_logs(result["logs"])
+        else:
+            self.loss += float(result["loss"])
+            self.finite_steps += steps - int(result["nonfinite"])
+            self.correct += float(result["correct"])
+        self.count += float(result["count"])
+        if seconds is not None:
+            self.images += float(result["count"])
+            self.seconds += seconds
+
+    @property
+    def images_per_second(self) -> Optional[float]:
+        return self.images / self.seconds if self.seconds else None
+
+    def logs(self) -> Dict:
+        if self.program.keras_protocol:
+            return dict(self.keras_logs)
+        return {"loss": self.loss / max(self.finite_steps, 1), "accuracy": self.correct / max(self.count, 1.0)}
+
+    def final_logs(self) -> Dict:
+        if self.program.keras_protocol and self.keras_logs:
+            return _python_logs(keras_protocol.metrics_or_logs(self.program.model, self.keras_logs))
+        return self.logs()
+
+
 @dataclasses.dataclass
 class Program:
     """The compiled training program of a config: model, optimizer, loops and inputs.
 
     Built by :func:`make_program`; the controller drives it, and the benchmarks time it
     exactly as the controller runs it.
+
+    Attributes:
+        protocol: The Keras protocol methods the model overrides (``train_step``,
+            ``test_step``, ``compute_loss``, ``compute_metrics``); empty for mnist_core's
+            explicit step.
     """
 
     config: TrainConfig
@@ -197,6 +237,15 @@ class Program:
     eval_loop: Callable
     steps_per_epoch: int
     steps_per_loop: int
+    protocol: Tuple[str, ...] = ()
+
+    @property
+    def keras_protocol(self) -> bool:
+        return bool(self.protocol)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return self.spec.input_shape
 
     def _options(self) -> tf.data.Options:
         return _dataset_options(self.config.strategy == "multi_worker")
@@ -205,23 +254,83 @@ class Program:
         """The distributed iterator over the (endless) training batches from ``start_step``."""
         dataset = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=self.config.batch_size,
-            seed=self.config.seed, input_shape=self.spec.input_shape, skip_batches=start_step,
+            seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
     def eval_input(self, images: np.ndarray, labels: np.ndarray):
         """A distributed, finite evaluation dataset (every example exactly once)."""
         dataset = data_lib.eval_dataset(images, labels, batch_size=self.config.batch_size,
-                                        input_shape=self.spec.input_shape)
+                                        input_shape=self.input_shape)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
+
+    def trace(self, iterator, eval_inputs: Sequence) -> None:
+        """Traces the loops before training, so that user code that cannot become a graph
+        stops the run with one line naming the method, before any step or file.
+
+        The traces are the ones the first calls use (same argument types): nothing is
+        traced twice.
+        """
+        where = f"--model {self.spec.name!r}"
+        train_methods = [m for m in self.protocol if m != "test_step"] or []
+        with keras_protocol.traced_user_code(self.model, where, train_methods):
+            self.train_loop.get_concrete_function(iterator, tf.TensorSpec([], tf.int32))
+        eval_methods = [m for m in self.protocol if m != "train_step"]
+        for dataset in eval_inputs[:1]:  # every evaluation set has the same element type
+            with keras_protocol.traced_user_code(self.model, where, eval_methods):
+                self.eval_loop.get_concrete_function(dataset)
+
+    def run_steps(self, iterator, steps: int) -> Dict:
+        """One compiled loop call of ``steps`` steps; the result as Python numbers."""
+        result = self.train_loop(iterator, tf.constant(steps, tf.int32))
+        out = {key: float(value) for key, value in result.items() if key != "logs"}
+        if "logs" in result:
+            out["logs"] = result["logs"]
+            loss = result["logs"].get("loss") if isinstance(result["logs"], dict) else None
+            # A Keras step's loss is a running mean: it says whether a non-finite loss
+            # entered it, which is what stop mode needs (skipping counts come from the
+            # optimizer).
+            out["nonfinite"] = float(loss is not None and not np.all(np.isfinite(np.asarray(loss))))
+        return out
+
+    def evaluate(self, dataset) -> Tuple[Dict, int]:
+        """Evaluates one distributed dataset: ``(metrics, examples)``.
+
+        The explicit step reports the mean cross-entropy plus the regulariser (as
+        Keras' ``evaluate``) and the accuracy; a Keras-protocol model reports whatever its
+        ``test_step`` returns, its metrics reset first, as ``evaluate`` resets them.
+        """
+        if self.keras_protocol:
+            self.model.reset_metrics()
+            out = self.eval_loop(dataset)
+            logs = _python_logs(keras_protocol.metrics_or_logs(self.model, out["logs"]))
+            return logs, int(float(out["count"]))
+        totals = {key: float(value) for key, value in self.eval_loop(dataset).items()}
+        count = totals["count"]
+        return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}, int(count)
+
+
+def _has_synchronized_batchnorm(model) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "synchronized", False)
+               for layer in model._flatten_layers())
 
 
 def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
-                 on_trace: Optional[Callable[[], None]] = None) -> Program:
+                 on_trace: Optional[Callable[[], None]] = None,
+                 spec: Optional[model_lib.ModelSpec] = None) -> Program:
     """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
 
+    Args:
+        config: The run's configuration.
+        strategy: Its distribution strategy.
+        num_train: Training examples (for the steps per epoch).
+        on_trace: Called whenever the training loop is traced (tests count traces).
+        spec: The model to build; default ``config.model`` from the registry.
+
     Raises:
-        ConfigError: the batch size does not divide over the replicas or exceeds the data.
+        ConfigError: the batch size does not divide over the replicas or exceeds the
+            data, or an option can't be honoured for this model.
+        ModelError: the model can't be built, compiled or used.
     """
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -232,7 +341,12 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     if config.profile_range and config.profile_range[1] > steps_per_epoch * config.epochs:
         raise ConfigError(f"--profile-steps {config.profile_steps}: the run has only "
                           f"{steps_per_epoch * config.epochs} steps ({config.epochs} epochs of {steps_per_epoch})")
-    spec = model_lib.get(config.model)
+    spec = spec or model_lib.get(config.model)
+    where = f"--model {spec.name!r}"
+    if spec.instance is not None and config.strategy != "default":
+        raise ConfigError(f"model=: a keras.Model object can only be trained with strategy 'default' (its "
+                          f"variables already exist outside the {config.strategy} strategy's scope); pass its "
+                          "class or a factory function instead")
     with strategy.scope():
         model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
         optimizer = optim.make_optimizer(config, steps_per_epoch)
@@ -240,29 +354,85 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # them while tracing (fails: "You must feed a value for placeholder"). Build now,
         # in scope, so slots are distributed like the weights and restorable.
         optimizer.build(model.trainable_variables)
+        protocol = keras_protocol.overridden_methods(model)
+        # Compiled as the tutorial recipe compiles it, whichever step trains it: a Keras-
+        # protocol model needs compile's loss and metrics, and callbacks find what they
+        # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
+        # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
+        keras_protocol.compile_model(model, optimizer, spec.input_shape, where)
     if config.jit_compile and replicas > 1 and _has_synchronized_batchnorm(model):
         raise ConfigError(
             f"--jit-compile: the model has synchronized BatchNormalization, whose statistics are all-reduced "
             f"across the {replicas} replicas inside the forward pass, and a cross-replica all-reduce cannot run "
             "inside an XLA cluster; drop --jit-compile or --sync-batchnorm"
         )
-    train_step = step_lib.make_train_step(
-        model, optimizer, config.batch_size, jit_compile=config.jit_compile, num_replicas=replicas
-    )
+    health = dict(variables=model.trainable_variables, skip_counter=optim.skipped_updates(optimizer))
+    if protocol:
+        train_step = keras_protocol.make_train_step(model, optimizer, jit_compile=config.jit_compile,
+                                                    num_replicas=replicas, where=where)
+        train_loop = loop_lib.make_keras_train_loop(strategy, loop_lib.make_keras_step(strategy, train_step),
+                                                    on_trace=on_trace, **health)
+        eval_loop = loop_lib.make_keras_eval_loop(
+            strategy, loop_lib.make_keras_step(strategy, keras_protocol.make_test_step(model)))
+    else:
+        train_step = step_lib.make_train_step(model, optimizer, config.batch_size,
+                                              jit_compile=config.jit_compile, num_replicas=replicas)
+        train_loop = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
+        eval_loop = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model))
     return Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
-        train_loop=loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace,
-                                            variables=model.trainable_variables,
-                                            skip_counter=optim.skipped_updates(optimizer)),
-        eval_loop=loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model)),
-        steps_per_epoch=steps_per_epoch,
-        steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch),
+        train_loop=train_loop, eval_loop=eval_loop, steps_per_epoch=steps_per_epoch,
+        steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch), protocol=protocol,
     )
 
 
-def _has_synchronized_batchnorm(model) -> bool:
-    return any(isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "synchronized", False)
-               for layer in model._flatten_layers())
+class Run:
+    """What the actions see of a run in progress: program, state, position, history.
+
+    Attributes:
+        config, program, state, out, reporter: The run's parts.
+        step: Global step (optimizer steps taken, counted across resumes).
+        epoch: The current epoch (0-based).
+        epoch_step: Steps done in the current epoch.
+        start_step: The step the run started (or resumed) at.
+        history: The history.json entries so far.
+        meter: The current epoch's training metrics.
+        chief: Whether this worker writes the run directory.
+    """
+
+    def __init__(self, config: TrainConfig, program: Program, state: CheckpointState, out: Path,
+                 reporter: Reporter, start_step: int, history: List[Dict], chief: bool, started: float):
+        self.config, self.program, self.state, self.out, self.reporter = config, program, state, out, reporter
+        self.step = self.start_step = start_step
+        self.epoch = start_step // program.steps_per_epoch
+        self.epoch_step = start_step - self.epoch * program.steps_per_epoch
+        self.history = history
+        self.chief = chief
+        self.started = started
+        self.meter = EpochMeter(program)
+        self.stop_reason: Optional[str] = None
+        self.last_eval_digest: Optional[str] = None
+
+    def request_stop(self, reason: str) -> None:
+        """Ends the run after the current loop call: its epoch is evaluated and saved."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def interrupt(self, signum: int) -> None:
+        """Checkpoints now and stops with exit status 128 + ``signum``."""
+        self.reporter.end_epoch_progress()
+        path = self.state.save_once(self.step)
+        name = signal.Signals(signum).name
+        if not self.chief:
+            # A non-chief worker's checkpoint is scratch; the run resumes from the chief's.
+            saved, out = "its worker checkpoint", self.config.output_dir
+        else:
+            saved, out = path, self.out
+        raise InterruptedRun(
+            f"{name} received; stopped after step {self.step} and saved {saved}; "
+            f"resume with the same flags plus --resume --output-dir {out}",
+            signum,
+        )
 
 
 class Trainer:
@@ -272,264 +442,280 @@ class Trainer:
         config: The validated configuration.
         reporter: Console output; a plain :class:`Reporter` if ``None``.
         on_trace: Called whenever the training loop is (re)traced; tests count calls.
+        callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them
+            (added to those of ``config.callbacks``).
+        model: A ``keras.Model`` object, subclass or factory to train instead of
+            ``config.model``.
+        data: ``(x_train, y_train, x_test, y_test)`` arrays or a
+            :class:`mnist_core.data.MnistData`, instead of loading ``config.dataset``.
     """
 
     def __init__(self, config: TrainConfig, reporter: Optional[Reporter] = None,
-                 on_trace: Optional[Callable[[], None]] = None):
+                 on_trace: Optional[Callable[[], None]] = None, *, callbacks: Optional[Sequence] = None,
+                 model=None, data=None):
         self.config = config
         self.reporter = reporter or Reporter(quiet=config.quiet)
         self.on_trace = on_trace
+        self.callbacks = list(callbacks or ())
+        self.model_source = model
+        self.data_source = data
         self.model = None
         self.history: List[Dict] = []
-        self._chief = True
 
     # ------------------------------------------------------------------ set-up
 
     def _load_data(self) -> data_lib.MnistData:
         config = self.config
-        data = data_lib.load(
-            config.dataset,
-            config.data_dir,
-            synthetic_train_size=config.synthetic_train_size,
-            seed=config.seed,
-        )
+        if self.data_source is not None:
+            data = data_lib.from_arrays(self.data_source, name=config.dataset)
+        else:
+            data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
+                                 seed=config.seed)
         data = data_lib.split_validation(data, config.val_split, config.seed)
         self.reporter.info(f"data: {data.describe()}")
         return data
+
+    def _callbacks(self) -> List:
+        from mnist_core import callbacks as callbacks_lib
+
+        loaded = callbacks_lib.load_callbacks(self.config.callbacks)
+        return callbacks_lib.check_callbacks([*loaded, *self.callbacks], self.config.lr_schedule)
 
     def run(self) -> Dict:
         """Trains, evaluates and writes the run directory; returns the summary dict.
 
         Raises:
             MnistCoreError: bad configuration, data or model (before training starts),
-                or a non-finite loss (``NonFiniteLossError``).
+                a non-finite loss (``NonFiniteLossError``), a signal (``InterruptedRun``)
+                or a failing user callback (``CallbackError``).
         """
         started = time.perf_counter()
         config = self.config
+        spec = None
+        if self.model_source is not None:
+            spec = model_lib.spec_for(self.model_source)
+            # summary.json names what was trained (module:Class), not the default --model.
+            config = self.config = config.replace(model=spec.name)
+        callbacks = self._callbacks()
         strategy_lib.configure_devices(config)
         strategy = strategy_lib.make_strategy(config)
-        chief = self._chief = strategy_lib.is_chief(strategy)
-        if chief:
-            out = prepare_output_dir(config)
-        else:
-            # TensorFlow's multi-worker rule: every worker saves (saving runs collectives),
-            # only the chief's files are kept; the others write to a scratch directory.
-            out = Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
+        chief = strategy_lib.is_chief(strategy)
+        out = check_output_dir(config) if chief else None
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        try:
-            data = self._load_data()
-            with precision.policy(config.precision):
-                summary = self._train(strategy, data, out, started, chief)
-        finally:
-            if not chief:
-                shutil.rmtree(out, ignore_errors=True)
-        return summary
+        data = self._load_data()
+        with precision.policy(config.precision):
+            program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec)
+            self.model = program.model
+            # Outputs go to the chief's run directory; the other workers write to scratch
+            # (TensorFlow's multi-worker rule: every worker saves, since saving runs
+            # collectives, and only the chief's files are kept).
+            scratch = None if chief else Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
+            try:
+                return self._train(program, data, out or scratch, started, chief, callbacks)
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
 
-    def _train(self, strategy, data: data_lib.MnistData, out: Path, started: float, chief: bool = True) -> Dict:
+    def _train(self, program: Program, data: data_lib.MnistData, out: Path, started: float, chief: bool,
+               callbacks: List) -> Dict:
         config = self.config
-        replicas = strategy.num_replicas_in_sync
-        multi_worker = config.strategy == "multi_worker"
-        program = make_program(config, strategy, data.num_train, on_trace=self.on_trace)
-        model, optimizer, spec = program.model, program.optimizer, program.spec
-        steps_per_epoch, steps_per_loop = program.steps_per_epoch, program.steps_per_loop
-        self.model = model
-        state = CheckpointState(model, optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
+        model = program.model
+        state = CheckpointState(model, program.optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
         start_step = 0
         if config.resume:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
             start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR))
-            self.history = self._previous_history(out, start_step // steps_per_epoch)
-            self.reporter.info(
-                f"resumed from {restored} (step {start_step}, epoch {start_step // steps_per_epoch + 1})"
-            )
+            self.history = self._previous_history(out, start_step // program.steps_per_epoch)
+            self.reporter.info(f"resumed from {restored} (step {start_step}, "
+                               f"epoch {start_step // program.steps_per_epoch + 1})")
         iterator = program.train_iterator(data, start_step)
         eval_sets = {"test": (data.test_images, data.test_labels)}
         if data.val_images is not None:
             eval_sets["val"] = (data.val_images, data.val_labels)
         eval_data = {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
-        writers = {
-            name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)
-        }
+        # Everything that can refuse the run does so before the run directory is touched.
+        program.trace(iterator, list(eval_data.values()))
+        self._check_target_metric(program, eval_data)
+        if chief:
+            prepare_output_dir(config, out)
+        if program.protocol:
+            self.reporter.info(f"model overrides {keras_protocol.describe(program.protocol)}: "
+                               "training through the Keras model protocol")
 
-        if start_step == 0:
-            self._write_graph(writers["train"], model, spec.input_shape)
+        run = Run(config, program, state, out, self.reporter, start_step, self.history, chief, started)
+        writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name))
+                   for name in ("train", *eval_sets)}
+        actions = self._actions(run, program, writers, callbacks)
+        try:
+            for action in actions:
+                action.on_train_begin(run)
+            self._epochs(run, actions, iterator, eval_data)
+            for action in actions:
+                action.on_train_end(run)
+        finally:
+            for action in reversed(actions):
+                action.close(run)
+        return self._finish(run, eval_data, data)
 
-        run = _Run(program=program, out=out, state=state, iterator=iterator, eval_data=eval_data,
-                   writers=writers, start_step=start_step, started=started)
+    def _check_target_metric(self, program: Program, eval_data: Dict) -> None:
+        if self.config.target_accuracy and program.keras_protocol:
+            structure = program.eval_loop.get_concrete_function(eval_data["test"]).structured_outputs["logs"]
+            if "accuracy" not in structure:
+                raise ConfigError(f"--target-accuracy: the model's test_step reports no 'accuracy' "
+                                  f"(it returns {', '.join(sorted(structure)) or 'nothing'})")
+
+    def _actions(self, run: Run, program: Program, writers: Dict, callbacks: List) -> List[actions_lib.Action]:
+        """The run's behaviours, in the order each event reaches them.
+
+        At a loop end the non-finite check comes first (nothing spoiled may be saved after
+        it) and signals last; at an epoch end user callbacks see the epoch before its
+        checkpoint is written, so a learning rate they change is in that checkpoint.
+        """
+        config = self.config
+        multi_worker = config.strategy == "multi_worker"
+        signals = actions_lib.Signals(forward_sigint_as_sigterm=multi_worker)
+        actions: List[actions_lib.Action] = [actions_lib.NonFiniteGuard(), actions_lib.Progress()]
+        if callbacks:
+            params = {"verbose": 0, "epochs": config.epochs, "steps": program.steps_per_epoch}
+            actions.append(actions_lib.KerasCallbacks(callbacks, program.model, params))
+        actions += [actions_lib.HistoryFile(), actions_lib.Checkpoints(config.checkpoint_every),
+                    actions_lib.TensorBoardSummaries(writers, histograms=config.histograms)]
         if config.profile_range:
-            run.profiler = _StepProfiler(*config.profile_range, logdir=str(out / "tensorboard"))
-        with _SignalGuard(forward_sigint_as_sigterm=multi_worker) as signals:
-            run.signals = signals
-            if multi_worker:
-                run.preemption = _PreemptionSaver(strategy, state)
-            try:
-                global_step = self._epochs(run)
-            finally:
-                if run.preemption is not None:
-                    run.preemption.close()
-                if run.profiler is not None:
-                    run.profiler.stop()
+            actions.append(actions_lib.StepProfiler(*config.profile_range, logdir=str(run.out / "tensorboard")))
+        if config.target_accuracy:
+            actions.append(actions_lib.TargetAccuracy(config.target_accuracy))
+        if multi_worker:
+            actions.append(actions_lib.Preemption(program.strategy, run.state, signals))
+        actions.append(signals)
+        return actions
+
+    # ------------------------------------------------------------------ the loop
+
+    def _epochs(self, run: Run, actions: List[actions_lib.Action], iterator, eval_data: Dict) -> None:
+        """The epoch loop: run steps to the next boundary, evaluate at epoch ends, tell the actions."""
+        program = run.program
+        first_call = True
+        self._timed_images = self._timed_seconds = 0.0
+        for epoch in range(run.epoch, self.config.epochs):
+            run.epoch = epoch
+            run.epoch_step = run.step - epoch * program.steps_per_epoch
+            run.meter = EpochMeter(program)
+            if program.keras_protocol:
+                program.model.reset_metrics()  # as fit does at every epoch's start
+            epoch_started = time.perf_counter()
+            for action in actions:
+                action.on_epoch_begin(run, epoch)
+            while run.epoch_step < program.steps_per_epoch and run.stop_reason is None:
+                limits = [program.steps_per_loop, program.steps_per_epoch - run.epoch_step]
+                limits += [n for n in (a.steps_until_boundary(run) for a in actions) if n]
+                steps = min(limits)
+                for action in actions:
+                    action.on_loop_begin(run, steps)
+                t0 = time.perf_counter()
+                result = program.run_steps(iterator, steps)
+                seconds = time.perf_counter() - t0
+                # The first call of the run includes tracing/compilation: not timed.
+                run.meter.add(result, steps, None if first_call else seconds)
+                first_call = False
+                run.step += steps
+                run.epoch_step += steps
+                for action in actions:
+                    action.on_loop_end(run, steps, result)
+            self._timed_images += run.meter.images
+            self._timed_seconds += run.meter.seconds
+            entry = self._evaluate_epoch(run, actions, eval_data, epoch, epoch_started)
+            run.history.append(entry)
+            for action in actions:
+                action.on_epoch_end(run, epoch, entry)
+            if run.stop_reason is not None:
+                self.reporter.info(run.stop_reason)
+                break
+
+    def _evaluate_epoch(self, run: Run, actions, eval_data: Dict, epoch: int, epoch_started: float) -> Dict:
+        program = run.program
+        train_seconds = time.perf_counter() - epoch_started
+        entry: Dict = {"epoch": epoch + 1}
+        for key, value in run.meter.final_logs().items():
+            entry[f"train_{key}"] = value
+        eval_started = time.perf_counter()
+        for name, dataset in eval_data.items():
+            for action in actions:
+                action.on_evaluate_begin(run, name)
+            logs, count = program.evaluate(dataset)
+            for key, value in logs.items():
+                entry[f"{name}_{key}"] = value
+            entry[f"{name}_examples"] = count
+            for action in actions:
+                action.on_evaluate_end(run, name, logs)
+        run.last_eval_digest = weights_digest(program.model)
+        entry["learning_rate"] = optim.current_learning_rate(program.optimizer)
+        entry["images_per_second"] = run.meter.images_per_second
+        entry["seconds"] = time.perf_counter() - epoch_started
+        entry["train_seconds"] = train_seconds
+        entry["eval_seconds"] = time.perf_counter() - eval_started
+        entry["step"] = run.step
+        entry["elapsed_seconds"] = time.perf_counter() - run.started
+        return entry
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, run: Run, eval_data: Dict, data: data_lib.MnistData) -> Dict:
+        config, program, out = self.config, run.program, run.out
+        model = program.model
+        final = dict(run.history[-1]) if run.history else {}
+        restored_by_callback = run.last_eval_digest is not None and weights_digest(model) != run.last_eval_digest
+        if restored_by_callback:
+            # A callback (EarlyStopping(restore_best_weights=True)) replaced the weights
+            # after the last evaluation: report what model.keras holds.
+            self.reporter.info("the weights were changed by a callback after the last epoch; evaluating them")
+        if restored_by_callback or not final:
+            for name, dataset in eval_data.items():
+                logs, count = program.evaluate(dataset)
+                final.update({f"{name}_{key}": value for key, value in logs.items()})
+                final[f"{name}_examples"] = count
         model_path = out / "model.keras"
-        model.save(model_path)
+        with detached_optimizer(model):
+            model.save(model_path)
         savedmodel_path = None
-        if config.export_savedmodel and chief:
-            savedmodel_path = str(inference.export_savedmodel(model, spec.input_shape, out / inference.SAVEDMODEL_DIR))
-        final = self.history[-1]
+        if config.export_savedmodel and run.chief:
+            savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
+                                                              out / inference.SAVEDMODEL_DIR))
         summary = {
-            "test_accuracy": final["test_accuracy"],
-            "test_loss": final["test_loss"],
+            "test_accuracy": final.get("test_accuracy"),
+            "test_loss": final.get("test_loss"),
             "test_examples": final["test_examples"],
+            "metrics": {k: v for k, v in final.items()
+                        if k.startswith(("train_", "test_", "val_")) and k not in ("train_seconds",)},
             "images_per_second": self._timed_images / self._timed_seconds if self._timed_seconds else None,
-            "seconds": time.perf_counter() - started,
-            "epochs": len(self.history),
-            "steps": global_step,
-            "steps_per_epoch": steps_per_epoch,
-            "steps_per_loop": steps_per_loop,
-            "num_replicas": replicas,
+            "seconds": time.perf_counter() - run.started,
+            "epochs": len(run.history),
+            "steps": run.step,
+            "steps_per_epoch": program.steps_per_epoch,
+            "steps_per_loop": program.steps_per_loop,
+            "num_replicas": program.strategy.num_replicas_in_sync,
             "dataset": data.describe(),
-            "input_shape": list(spec.input_shape),
+            "input_shape": list(program.input_shape),
+            "model": program.spec.name,
+            "keras_protocol": list(program.protocol),
+            "stopped_early": run.stop_reason,
+            "weights_restored_by_callback": restored_by_callback,
             "model_path": str(model_path),
             "savedmodel_path": savedmodel_path,
             "output_dir": str(out),
             "parameters": int(model.count_params()),
             "weights_sha256": weights_digest(model),
-            "worker": "chief" if chief else "worker",
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+            "worker": "chief" if run.chief else "worker",
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "python": platform.python_version()},
             "config": config.to_dict(),
         }
         write_json(out / "summary.json", summary)
-        for writer in writers.values():
-            writer.close()
-        if multi_worker:
+        if config.strategy == "multi_worker":
             self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
-        self.reporter.final(self.history, summary)
+        self.reporter.final(run.history, summary)
         return summary
-
-    def _epochs(self, run: "_Run") -> int:
-        """Runs the epochs from ``run.start_step`` on; returns the final global step."""
-        config = self.config
-        program, out, state, signals = run.program, run.out, run.state, run.signals
-        steps_per_epoch, steps_per_loop, start_step = program.steps_per_epoch, program.steps_per_loop, run.start_step
-        global_step = start_step
-        first_loop = True
-        self._timed_images = self._timed_seconds = 0.0
-        for epoch in range(start_step // steps_per_epoch, config.epochs):
-            epoch_started = time.perf_counter()
-            done = global_step - epoch * steps_per_epoch
-            self.reporter.start_epoch(epoch + 1, config.epochs, steps_per_epoch, completed=done)
-            sums = {"loss": 0.0, "correct": 0.0, "count": 0.0, "steps": 0}
-            epoch_images = epoch_seconds = 0.0
-            while done < steps_per_epoch:
-                n = min(steps_per_loop, steps_per_epoch - done)
-                if config.checkpoint_every:
-                    n = min(n, config.checkpoint_every - global_step % config.checkpoint_every)
-                if run.profiler is not None:
-                    n = run.profiler.clip(global_step, n)
-                    run.profiler.before(global_step)
-                t0 = time.perf_counter()
-                result = {k: float(v) for k, v in program.train_loop(run.iterator, tf.constant(n, tf.int32)).items()}
-                seconds = time.perf_counter() - t0
-                if run.profiler is not None:
-                    run.profiler.after(global_step + n)
-                if not first_loop:  # the first call includes tracing/compilation
-                    epoch_images += result["count"]
-                    epoch_seconds += seconds
-                first_loop = False
-                global_step += n
-                done += n
-                if result["nonfinite"] or result["skipped"] or not result["weights_finite"]:
-                    self._handle_nonfinite(result, global_step, n, state)
-                sums["loss"] += result["loss"]
-                sums["steps"] += n - int(result["nonfinite"])
-                sums["correct"] += result["correct"]
-                sums["count"] += result["count"]
-                ips = epoch_images / epoch_seconds if epoch_seconds else None
-                self.reporter.update(done, sums["loss"] / max(sums["steps"], 1), sums["correct"] / sums["count"], ips)
-                if config.checkpoint_every and global_step % config.checkpoint_every == 0 and done < steps_per_epoch:
-                    state.save(global_step)
-                if run.preemption is not None and run.preemption.after_loop(global_step):
-                    self._interrupted(signals.received or signal.SIGTERM, state, global_step, out)
-                if signals.signum is not None and done < steps_per_epoch:
-                    self._interrupted(signals.signum, state, global_step, out)
-            self._timed_images += epoch_images
-            self._timed_seconds += epoch_seconds
-            entry = {
-                "epoch": epoch + 1,
-                "train_loss": sums["loss"] / max(sums["steps"], 1),
-                "train_accuracy": sums["correct"] / sums["count"],
-            }
-            for name, dataset in run.eval_data.items():
-                totals = {k: float(v) for k, v in program.eval_loop(dataset).items()}
-                entry[f"{name}_loss"] = totals["loss"] / totals["count"]
-                entry[f"{name}_accuracy"] = totals["correct"] / totals["count"]
-                entry[f"{name}_examples"] = int(totals["count"])
-            entry["learning_rate"] = optim.current_learning_rate(program.optimizer)
-            entry["images_per_second"] = epoch_images / epoch_seconds if epoch_seconds else None
-            entry["seconds"] = time.perf_counter() - epoch_started
-            entry["step"] = global_step
-            entry["elapsed_seconds"] = time.perf_counter() - run.started
-            state.save(global_step)
-            self.history.append(entry)
-            write_json(out / "history.json", self.history)
-            self._write_summaries(run.writers, entry, program.optimizer, global_step,
-                                  program.model if config.histograms else None)
-            self.reporter.end_epoch(entry)
-            if config.target_accuracy and entry["test_accuracy"] >= config.target_accuracy:
-                self.reporter.info(
-                    f"test accuracy {entry['test_accuracy']:.4f} reached --target-accuracy "
-                    f"{config.target_accuracy} after epoch {epoch + 1}; stopping"
-                )
-                break
-            if signals.signum is not None and epoch + 1 < config.epochs:
-                self._interrupted(signals.signum, state, global_step, out)
-        return global_step
-
-    def _interrupted(self, signum: int, state: CheckpointState, global_step: int, out: Path) -> None:
-        self.reporter.end_epoch_progress()
-        path = state.save_once(global_step)
-        name = signal.Signals(signum).name
-        if not self._chief:
-            # A non-chief worker's checkpoint is scratch; the run resumes from the chief's.
-            saved, out = "its worker checkpoint", self.config.output_dir
-        else:
-            saved = path
-        raise InterruptedRun(
-            f"{name} received; stopped after step {global_step} and saved {saved}; "
-            f"resume with the same flags plus --resume --output-dir {out}",
-            signum,
-        )
-
-    # ------------------------------------------------------------------ helpers
-
-    def _handle_nonfinite(self, result: Dict, global_step: int, n: int, state: CheckpointState) -> None:
-        """Warns about skipped updates, or stops the run before anything non-finite is saved.
-
-        Skipping (``--on-nonfinite skip``, and mixed_float16's loss scaling by design)
-        leaves weights and slots untouched, so training goes on. Anything else that is not
-        finite — a NaN/Inf loss in ``stop`` mode, or weights that a non-finite update (or an
-        overflowing finite one) has already spoiled — stops the run without saving.
-        """
-        config = self.config
-        steps = f"steps {global_step - n + 1}..{global_step}"
-        skipping = config.precision == "mixed_float16" or config.on_nonfinite == "skip"
-        if skipping and result["weights_finite"]:
-            if result["skipped"]:
-                self.reporter.warn(f"{int(result['skipped'])} update(s) with non-finite gradients skipped in {steps}")
-            if result["nonfinite"] > result["skipped"]:
-                self.reporter.warn(f"{int(result['nonfinite'])} step(s) with a non-finite loss in {steps} "
-                                   "(left out of the reported loss)")
-            return
-        if result["nonfinite"]:
-            what = "loss (NaN/Inf)"
-        else:
-            what = "weights (NaN/Inf) after an update"
-        last = state.latest or "none (no checkpoint written yet)"
-        raise NonFiniteLossError(
-            f"non-finite {what} within {steps}; stopped without saving; last good checkpoint: {last} "
-            "(resume with --resume, perhaps with a lower --lr, or use --on-nonfinite skip)"
-        )
 
     @staticmethod
     def _previous_history(out: Path, completed_epochs: int) -> List[Dict]:
@@ -542,150 +728,21 @@ class Trainer:
             return []
         return [e for e in history if e.get("epoch", 0) <= completed_epochs]
 
-    def _write_graph(self, writer, model, input_shape) -> None:
-        """The model's inference graph, once per run, for TensorBoard's Graphs tab.
 
-        The forward pass alone (layers as name scopes), not the training loop, whose
-        while-loop, distribution and optimizer ops would bury the model in plumbing.
-        """
-        try:
-            forward = tf.function(lambda images: model(images, training=False))
-            graph = forward.get_concrete_function(tf.TensorSpec([None, *input_shape], tf.float32)).graph
-            with writer.as_default():
-                tf.summary.graph(graph)
-            writer.flush()
-        except Exception as e:  # a drawing aid: never worth failing the run over
-            self.reporter.warn(f"TensorBoard model graph not written ({type(e).__name__}: {e})")
-
-    @staticmethod
-    def _write_summaries(writers, entry: Dict, optimizer, step: int, histogram_model=None) -> None:
-        with writers["train"].as_default(step=step):
-            tf.summary.scalar("loss", entry["train_loss"])
-            tf.summary.scalar("accuracy", entry["train_accuracy"])
-            tf.summary.scalar("learning_rate", entry["learning_rate"])
-            if entry["images_per_second"] is not None:
-                tf.summary.scalar("images_per_second", entry["images_per_second"])
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                tf.summary.scalar("loss_scale", float(optimizer.dynamic_scale.numpy()))
-            if histogram_model is not None:
-                for weight in histogram_model.weights:
-                    tf.summary.histogram(weight.path, weight.value)
-        for name, writer in writers.items():
-            if name == "train":
-                continue
-            with writer.as_default(step=step):
-                tf.summary.scalar("loss", entry[f"{name}_loss"])
-                tf.summary.scalar("accuracy", entry[f"{name}_accuracy"])
-        for writer in writers.values():
-            writer.flush()
-
-
-@dataclasses.dataclass
-class _Run:
-    """What the epoch loop needs besides the program: its inputs and where output goes."""
-
-    program: Program
-    out: Path
-    state: CheckpointState
-    iterator: object
-    eval_data: Dict
-    writers: Dict
-    start_step: int
-    started: float = 0.0
-    signals: Optional[_SignalGuard] = None
-    preemption: Optional["_PreemptionSaver"] = None
-    profiler: Optional["_StepProfiler"] = None
-
-
-class _StepProfiler:
-    """``--profile-steps A,B``: a TensorBoard profiler trace of exactly global steps A..B.
-
-    The controller shortens loop calls so that one ends after step A-1 and one after
-    step B; the trace then starts and stops between calls and holds only those steps.
-    Viewed in TensorBoard's Profile tab (``pip install tensorboard-plugin-profile``).
-    """
-
-    def __init__(self, first: int, last: int, logdir: str):
-        self.first, self.last, self.logdir = first, last, logdir
-        self.active = self.finished = False
-
-    def clip(self, global_step: int, n: int) -> int:
-        """The steps of the next call, shortened to end at a trace boundary."""
-        for boundary in (self.first - 1, self.last):
-            if global_step < boundary < global_step + n:
-                n = boundary - global_step
-        return n
-
-    def before(self, global_step: int) -> None:
-        """Starts the trace if the next call runs step A (or later, after a resume)."""
-        if not (self.active or self.finished) and self.first - 1 <= global_step < self.last:
-            tf.profiler.experimental.start(self.logdir)
-            self.active = True
-
-    def after(self, global_step: int) -> None:
-        """Stops the trace once step B has run."""
-        if self.active and global_step >= self.last:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.active:
-            tf.profiler.experimental.stop()
-            self.active = False
-            self.finished = True
-
-
-class _PreemptionSaver:
-    """multi_worker preemption: TensorFlow's ``PreemptionCheckpointHandler``.
-
-    Under MultiWorkerMirroredStrategy a checkpoint is a collective, so one worker can't
-    save alone when it is told to stop: the handler (watching SIGTERM) agrees a loop call
-    with every worker through the coordination service, all of them save after it, and
-    then all stop. Saving goes through :class:`CheckpointState` (chief: the run's
-    ``checkpoints/``; others: their scratch directory), so ``--resume`` works as always.
-    """
-
-    def __init__(self, strategy, state: CheckpointState):
-        self._state = state
-        self.triggered = False
-        self._scratch = tempfile.mkdtemp(prefix="mnist_core_preemption_")
-        # The handler restores its manager's latest checkpoint when created and counts
-        # loop calls from the count saved there; every worker must count alike, so it gets
-        # an empty checkpoint of its own and resuming stays with CheckpointState.
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(), self._scratch, max_to_keep=1)
-        termination = tf.distribute.experimental.TerminationConfig(exit_fn=self._exit, save_fn=self._save)
-        self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-            strategy.cluster_resolver, manager, termination_config=termination
-        )
-
-    def _save(self, step: int) -> None:
-        self._state.save_once(step)
-
-    def _exit(self) -> None:
-        # Return instead of sys.exit: the controller raises InterruptedRun (exit 143).
-        self.triggered = True
-
-    def after_loop(self, global_step: int) -> bool:
-        """Call after every loop call on every worker; True once all have checkpointed."""
-        logger = tf.get_logger()
-        level = logger.level
-        # Its save path calls its own deprecated total_run_calls, logging a warning that
-        # would tell users to change code that is TensorFlow's, not theirs.
-        logger.setLevel("ERROR")
-        try:
-            self._handler.save_checkpoint_if_preempted(global_step)
-        finally:
-            logger.setLevel(level)
-        return self.triggered
-
-    def close(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
-
-
-def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> Dict:
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks: Optional[Sequence] = None,
+          model=None, data=None) -> Dict:
     """Trains the model ``config`` describes; returns the summary (also in summary.json).
 
     Args:
-        config: A validated :class:`TrainConfig`.
+        config: A :class:`TrainConfig`, or a mapping of its fields.
         reporter: Console output; default prints per the config's ``quiet``.
+        callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them.
+        model: A ``keras.Model`` object, a ``keras.Model`` subclass or a factory function
+            to train instead of ``config.model``.
+        data: ``(x_train, y_train, x_test, y_test)`` numpy arrays (uint8 pixels, or floats
+            in [0, 1]; images ``[N, 28, 28]``, ``[N, 28, 28, 1]`` or ``[N, 784]``; integer
+            labels 0..9), or a :class:`mnist_core.data.MnistData`.
     """
-    return Trainer(config, reporter).run()
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(dict(config))
+    return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()

@@ -207,6 +207,25 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
     return Classifier(path, "keras", serve, regularization_loss=reg)
 
 
+def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classifier:
+    """A :class:`Classifier` around a ``keras.Model`` in memory (as trained by ``mnist_core.train``).
+
+    Args:
+        model: Takes float images in [0, 1] of ``input_shape``; returns logits.
+        input_shape: Default: the model's ``mnist_input_shape``, else its input layer's
+            shape, else ``(28, 28, 1)``.
+    """
+    import tensorflow as tf
+
+    from mnist_core import models as model_lib
+
+    if input_shape is None:
+        input_shape = model_lib.spec_for(model).input_shape
+    serve = tf.function(_serving_fn(model, tuple(input_shape)), input_signature=[_image_spec()])
+    return Classifier(Path(f"<{type(model).__name__} in memory>"), "keras", serve,
+                      regularization_loss=float(_regularization(model)))
+
+
 def load_keras_model(path: Path):
     """Loads a ``.keras`` model (compile=False: only the weights and graph are needed)."""
     import keras

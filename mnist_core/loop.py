@@ -193,7 +193,7 @@ def output_structure(one_step, element_spec):
     return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs)
 
 
-def make_keras_train_loop(strategy, one_step: Callable, structure, on_trace: Optional[Callable[[], None]] = None,
+def make_keras_train_loop(strategy, one_step: Callable, on_trace: Optional[Callable[[], None]] = None,
                           *, variables: Sequence = (), skip_counter=None):
     """Returns ``train_loop(iterator, num_steps) -> {"logs", "count", "skipped", "weights_finite"}``.
 
@@ -203,15 +203,14 @@ def make_keras_train_loop(strategy, one_step: Callable, structure, on_trace: Opt
     Args:
         strategy: The distribution strategy.
         one_step: From :func:`make_keras_step` over the model's ``train_step``.
-        structure: ``output_structure(one_step, ...)``: the loop carries logs of this shape.
         on_trace, variables, skip_counter: As for :func:`make_train_loop`.
     """
-    logs_spec, _ = structure
 
     @tf.function
     def train_loop(iterator, num_steps):
         if on_trace is not None:
             on_trace()
+        logs_spec, _ = output_structure(one_step, iterator.element_spec)
         skipped_before = _counter(skip_counter)
         logs = _zeros_like_structure(logs_spec)
         count = tf.constant(0.0, tf.float32)
@@ -223,14 +222,14 @@ def make_keras_train_loop(strategy, one_step: Callable, structure, on_trace: Opt
     return train_loop
 
 
-def make_keras_eval_loop(strategy, one_step: Callable, structure, on_trace: Optional[Callable[[], None]] = None):
+def make_keras_eval_loop(strategy, one_step: Callable, on_trace: Optional[Callable[[], None]] = None):
     """Returns ``eval_loop(distributed_dataset) -> {"logs", "count"}`` over the whole dataset."""
-    logs_spec, _ = structure
 
     @tf.function
     def eval_loop(dataset):
         if on_trace is not None:
             on_trace()
+        logs_spec, _ = output_structure(one_step, dataset.element_spec)
         logs = _zeros_like_structure(logs_spec)
         count = tf.constant(0.0, tf.float32)
         for batch in dataset:

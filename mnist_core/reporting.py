@@ -62,10 +62,10 @@ class Reporter:
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=completed, stats="")
 
-    def update(self, steps_done: int, loss: float, accuracy: float, images_per_second: Optional[float]) -> None:
+    def update(self, steps_done: int, logs: Dict[str, float], images_per_second: Optional[float]) -> None:
         if self._progress is None:
             return
-        stats = f"loss {loss:.4f}  acc {accuracy:.4f}  {_fmt(images_per_second, ',.0f')} img/s"
+        stats = f"{format_metrics(logs)}  {_fmt(images_per_second, ',.0f')} img/s"
         self._progress.update(self._task, completed=steps_done, stats=stats)
 
     def end_epoch_progress(self) -> None:
@@ -78,12 +78,11 @@ class Reporter:
         self.end_epoch_progress()
         if self.quiet:
             return
-        val = ""
-        if "val_accuracy" in entry:
-            val = f" val_loss {entry['val_loss']:.4f} val_acc {entry['val_accuracy']:.4f}"
+        train = format_metrics(_group(entry, "train"))
+        evaluated = " ".join(format_metrics(_group(entry, name), prefix=f"{name}_")
+                             for name in _eval_sets(entry))
         self.console.print(
-            f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.4f}"
-            f"{val} test_loss {entry['test_loss']:.4f} test_acc {entry['test_accuracy']:.4f}"
+            f"epoch {entry['epoch']}: {train} {evaluated}"
             f" {_fmt(entry['images_per_second'], ',.0f')} img/s {entry['seconds']:.1f}s",
             highlight=False,
             markup=False,
@@ -91,24 +90,52 @@ class Reporter:
 
     def final(self, history: List[Dict], summary: Dict) -> None:
         if self.interactive and history:
-            table = Table(title=f"mnist_core: {summary['config']['model']} on {summary['dataset']}")
-            for column in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s", "seconds"):
+            last = history[-1]
+            train_keys = list(_group(last, "train"))
+            eval_keys = [(name, key) for name in _eval_sets(last) for key in _group(last, name)]
+            table = Table(title=f"mnist_core: {summary['model']} on {summary['dataset']}")
+            columns = ["epoch", *(f"train {_short(k)}" for k in train_keys),
+                       *(f"{name} {_short(k)}" for name, k in eval_keys), "img/s", "seconds"]
+            for column in columns:
                 table.add_column(column, justify="right")
             for e in history:
                 table.add_row(
                     str(e["epoch"]),
-                    f"{e['train_loss']:.4f}",
-                    f"{e['train_accuracy']:.4f}",
-                    f"{e['test_loss']:.4f}",
-                    f"{e['test_accuracy']:.4f}",
+                    *(_fmt(e.get(f"train_{k}"), ".4f") for k in train_keys),
+                    *(_fmt(e.get(f"{name}_{k}"), ".4f") for name, k in eval_keys),
                     _fmt(e["images_per_second"], ",.0f"),
                     f"{e['seconds']:.1f}",
                 )
             self.console.print(table)
         self.console.print(
-            f"test_accuracy {summary['test_accuracy']:.4f} test_loss {summary['test_loss']:.4f} "
+            f"test_accuracy {_fmt(summary['test_accuracy'], '.4f')} test_loss {_fmt(summary['test_loss'], '.4f')} "
             f"images_per_second {_fmt(summary['images_per_second'], ',.0f')} "
             f"seconds {summary['seconds']:.1f} output {summary['output_dir']}",
             highlight=False,
             markup=False,
         )
+
+
+_NOT_METRICS = ("examples", "seconds")
+
+
+def _group(entry: Dict, name: str) -> Dict[str, float]:
+    """The scalar metrics ``name_*`` of a history entry, without the prefix."""
+    prefix = f"{name}_"
+    return {key[len(prefix):]: value for key, value in entry.items()
+            if key.startswith(prefix) and key[len(prefix):] not in _NOT_METRICS and isinstance(value, (int, float))}
+
+
+def _eval_sets(entry: Dict) -> List[str]:
+    """The evaluated sets of an entry, validation before test (``val``, ``test``)."""
+    return [name for name in ("val", "test") if f"{name}_examples" in entry]
+
+
+def _short(key: str) -> str:
+    return "acc" if key == "accuracy" else key
+
+
+def format_metrics(logs: Dict, prefix: str = "") -> str:
+    """``loss 0.1234 acc 0.9876 ...`` (accuracy shortened as in Keras' progress bar)."""
+    return " ".join(f"{prefix}{_short(key)} {_fmt(value, '.4f')}" for key, value in logs.items()
+                    if isinstance(value, (int, float)))

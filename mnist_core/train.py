@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--histograms", action="store_true", help="write weight histograms to TensorBoard every epoch")
     g.add_argument("--profile-steps", dest="profile_steps", metavar="A,B",
                    help="write a TensorBoard profiler trace of global steps A to B (e.g. 20,40)")
+    g.add_argument("--callback", dest="callbacks", action="append", metavar="module:factory",
+                   help="add a Keras callback: a Callback subclass or a function returning one (repeatable)")
     g.add_argument("--quiet", action="store_true", help="print only errors and the final result")
     return p
 

@@ -142,17 +142,24 @@ def test_tensorboard_has_the_graph_once_histograms_and_the_profile(run_dir):
 
 
 def test_step_profiler_cuts_loop_calls_at_the_profiled_steps():
-    from mnist_core.controller import _StepProfiler
+    from types import SimpleNamespace
 
-    profiler = _StepProfiler(10, 12, logdir="unused")
+    from mnist_core.actions import StepProfiler
+
+    profiler = StepProfiler(10, 12, logdir="unused")
+
+    def clip(step, n):
+        limit = profiler.steps_until_boundary(SimpleNamespace(step=step))
+        return min(n, limit) if limit else n
+
     # Calls of 3 steps from step 0: 0-3, 3-6, 6-9 (ends at A-1 = 9), 9-12 (exactly A..B), 12-15.
     step, calls = 0, []
     while step < 15:
-        n = profiler.clip(step, 3)
+        n = clip(step, 3)
         calls.append((step + 1, step + n))
         step += n
     assert calls == [(1, 3), (4, 6), (7, 9), (10, 12), (13, 15)]
-    assert profiler.clip(0, 100) == 9 and profiler.clip(9, 100) == 3
+    assert clip(0, 100) == 9 and clip(9, 100) == 3 and clip(12, 100) == 100
 
 
 def test_profile_steps_beyond_the_run_is_refused(tmp_path):

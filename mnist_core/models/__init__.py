@@ -26,12 +26,15 @@ class ModelSpec:
         factory: Returns a new, unbuilt ``keras.Model``; accepts ``sync_batchnorm=``.
         input_shape: Shape of one example the model takes, ``(784,)`` or ``(28, 28, 1)``.
         description: One line for listings.
+        instance: A ``keras.Model`` object to train as it is (``mnist_core.train(model=...)``),
+            instead of calling ``factory``.
     """
 
     name: str
     factory: Callable
     input_shape: Tuple[int, ...]
     description: str
+    instance: object = None
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
@@ -71,8 +74,6 @@ def get(name: str) -> ModelSpec:
 
 
 def _user_spec(path: str) -> ModelSpec:
-    import keras
-
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ModelError(f"--model {path!r}: expected package.module:Name")
@@ -85,12 +86,41 @@ def _user_spec(path: str) -> ModelSpec:
         if not hasattr(target, part):
             raise ModelError(f"--model {path!r}: module {module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
+    return spec_for(target, path)
+
+
+def spec_for(target, name: str = "") -> ModelSpec:
+    """A :class:`ModelSpec` for a ``keras.Model`` subclass, a factory function or a model object.
+
+    Args:
+        target: The class (instantiated without arguments), the function (called without
+            arguments) or a ``keras.Model`` instance (trained as it is).
+        name: How messages and ``summary.json`` name it; default ``module:QualName``.
+
+    Raises:
+        ModelError: ``target`` is none of these.
+    """
+    import keras
+
+    if isinstance(target, keras.Model):
+        cls = type(target)
+        name = name or f"{cls.__module__}:{cls.__qualname__}"
+        shape = getattr(target, "mnist_input_shape", None)
+        if shape is None:
+            try:
+                shape = tuple(target.inputs[0].shape[1:]) if target.inputs else None
+            except (AttributeError, ValueError):
+                shape = None
+        return ModelSpec(name, cls, tuple(shape or DEFAULT_INPUT_SHAPE),
+                         (inspect.getdoc(cls) or "").split("\n")[0], instance=target)
+    name = name or f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
+    where = f"--model {name!r}"
     if inspect.isclass(target) and not issubclass(target, keras.Model):
-        raise ModelError(f"--model {path!r}: {attr} is a class but not a keras.Model subclass")
+        raise ModelError(f"{where}: {getattr(target, '__name__', target)} is a class but not a keras.Model subclass")
     if not callable(target):
-        raise ModelError(f"--model {path!r}: {attr} is neither a keras.Model subclass nor a factory function")
+        raise ModelError(f"{where}: neither a keras.Model subclass, a factory function nor a keras.Model")
     input_shape = tuple(getattr(target, "mnist_input_shape", DEFAULT_INPUT_SHAPE))
-    return ModelSpec(path, target, input_shape, (inspect.getdoc(target) or "").split("\n")[0])
+    return ModelSpec(name, target, input_shape, (inspect.getdoc(target) or "").split("\n")[0])
 
 
 def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
@@ -107,7 +137,9 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
 
     where = f"--model {spec.name!r}"
     try:
-        if spec.name in _REGISTRY:
+        if spec.instance is not None:
+            model = spec.instance
+        elif spec.name in _REGISTRY:
             model = spec.factory(sync_batchnorm=sync_batchnorm)
         else:
             model = spec.factory()

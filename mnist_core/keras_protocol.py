@@ -1,0 +1,242 @@
+"""Keras' model protocol inside mnist_core's compiled loop.
+
+Keras teaches one way to customise training ("customizing what happens in ``fit``"): a
+``keras.Model`` subclass overrides ``train_step``, ``test_step``, ``compute_loss`` or
+``compute_metrics``. A model that does is trained here through those methods, called
+exactly as Keras' own TensorFlow trainer calls them: the model is compiled (the run's
+optimizer, ``SparseCategoricalCrossentropy(from_logits=True)``, ``accuracy``), its metric
+state is built before tracing, each replica runs ``model.train_step(batch)`` inside
+``strategy.run`` without AutoGraph, and the logs are reduced across replicas as ``fit``
+reduces them. A model that overrides none of them keeps mnist_core's explicit step
+(:mod:`mnist_core.step`), which is bitwise ``model.fit``'s update and a little faster.
+
+XLA: on one replica the user's ``train_step`` is compiled whole, optimizer update
+included, as ``fit(jit_compile=True)`` compiles it. Under several replicas an optimizer
+update is a cross-replica all-reduce that cannot run inside an XLA cluster, so a model
+overriding ``train_step`` (which applies its gradients itself) is refused there, while
+``compute_loss``/``compute_metrics`` overrides run a transcription of Keras' own
+``train_step`` split like mnist_core's step: forward and backward under XLA, the update
+outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from mnist_core.errors import ConfigError, ModelError, one_line
+
+PROTOCOL_METHODS = ("train_step", "test_step", "compute_loss", "compute_metrics")
+
+
+def overridden_methods(model) -> Tuple[str, ...]:
+    """The Keras protocol methods that ``model``'s class overrides (in protocol order)."""
+    import keras
+
+    cls = type(model)
+    return tuple(name for name in PROTOCOL_METHODS if getattr(cls, name, None) is not getattr(keras.Model, name))
+
+
+def compile_model(model, optimizer, input_shape: Sequence[int], where: str) -> None:
+    """Compiles ``model`` as the tutorial recipe does and builds its metric state.
+
+    Call inside the strategy's scope: the metric variables are created here, as ``fit``
+    creates them before its first trace (``Trainer._symbolic_build``), not inside a
+    replica's graph.
+
+    Raises:
+        ModelError: the model arrives compiled already (its own loss or optimizer would
+            otherwise be replaced without a word).
+    """
+    import keras
+
+    if getattr(model, "compiled", False):
+        raise ModelError(
+            f"{where}: the model comes compiled; mnist_core compiles it itself with --optimizer, "
+            "SparseCategoricalCrossentropy(from_logits=True) and accuracy: return it uncompiled"
+        )
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=False)
+    batch = (np.zeros((2, *input_shape), np.float32), np.zeros((2,), np.int32))
+    try:
+        model._symbolic_build(data_batch=batch)
+    except Exception as e:
+        raise ModelError(f"{where}: building the model's loss and metrics failed "
+                         f"({type(e).__name__}: {one_line(e)[:300]})") from None
+
+
+def _call_compute_loss(model, x, y, y_pred, training: bool):
+    # Keras' own compatibility rule (Trainer._compute_loss): overrides written before
+    # Keras 3.3 have no ``training`` argument.
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        return model.compute_loss(x, y, y_pred, None, training=training)
+    return model.compute_loss(x, y, y_pred, None)
+
+
+def make_train_step(model, optimizer, *, jit_compile: bool, num_replicas: int, where: str) -> Callable:
+    """The per-replica Keras-protocol training step: ``data -> logs``.
+
+    Raises:
+        ConfigError: ``--jit-compile`` with a ``train_step`` override on several replicas.
+    """
+    import tensorflow as tf
+
+    overrides = overridden_methods(model)
+    if "train_step" in overrides or not (jit_compile and num_replicas > 1):
+        if jit_compile and num_replicas > 1:
+            raise ConfigError(
+                f"--jit-compile: {where} overrides train_step, which applies its gradients itself; under "
+                f"{num_replicas} replicas that update is a cross-replica all-reduce, which cannot run inside "
+                "an XLA cluster (model.fit turns XLA off under tf.distribute for the same reason); drop "
+                "--jit-compile, or override compute_loss instead of train_step"
+            )
+
+        def train_step(data):
+            return model.train_step(data)
+
+        if jit_compile:
+            train_step = tf.function(train_step, jit_compile=True, reduce_retracing=True, autograph=False)
+        return train_step
+
+    # compute_loss / compute_metrics overrides, XLA under several replicas: Keras'
+    # TensorFlowTrainer.train_step, transcribed, with its update moved out of XLA.
+    from keras.src.losses import loss as loss_module
+
+    def forward_backward(x, y):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+            loss = _call_compute_loss(model, x, y, y_pred, training=True)
+            model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                             sample_weight=tf.shape(x)[0])
+            scaled = optimizer.scale_loss(loss)
+        return y_pred, tape.gradient(scaled, model.trainable_weights)
+
+    compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True, autograph=False)
+
+    def split_train_step(data):
+        x, y = data
+        y_pred, gradients = compiled(x, y)
+        optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+        return model.compute_metrics(x, y, y_pred, sample_weight=None)
+
+    return split_train_step
+
+
+def make_test_step(model) -> Callable:
+    """The per-replica Keras-protocol evaluation step: ``data -> logs``."""
+
+    def test_step(data):
+        return model.test_step(data)
+
+    return test_step
+
+
+def metrics_or_logs(model, logs: Dict) -> Dict:
+    """What ``fit`` reports at the end of an epoch: the model's metrics, read across replicas,
+    when the step's logs are those metrics; otherwise the step's own logs (a custom step
+    that returns something else), as Keras' ``_get_metrics_result_or_logs`` decides."""
+    metric_logs = model.get_metrics_result()
+    if set(logs) == set(metric_logs):
+        return metric_logs
+    return logs
+
+
+# --------------------------------------------------------------------------- tracing checks
+
+
+def _public_state(model) -> Dict[str, object]:
+    """The model's own public Python attributes that a step might mutate as a side effect."""
+    state = {}
+    for name, value in vars(model).items():
+        if name.startswith("_") or name in ("built", "trainable", "stop_training", "compiled", "history",
+                                             "optimizer", "name", "loss", "steps_per_execution"):
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            state[name] = value
+        elif isinstance(value, (list, dict, set, tuple)):
+            state[name] = ("len", len(value))
+    return state
+
+
+@contextlib.contextmanager
+def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None]:
+    """Runs a trace of ``methods`` and turns what cannot work in a graph into one line.
+
+    Inside the block the model's overridden protocol methods (and ``call``) are wrapped
+    so that a failure names the innermost one that raised. After a successful trace, two
+    Python side effects that would silently happen once, at tracing, instead of at every
+    step are refused: a change of a public Python attribute of the model (a counter kept
+    in a Python int), and printing (``print`` instead of ``tf.print``).
+
+    Raises:
+        ModelError: naming the method and why.
+    """
+    active: List[str] = []
+    failed: List[Tuple[str, Exception]] = []
+    names = [*methods, "call"]
+    missing = object()
+    previous = {name: vars(model).get(name, missing) for name in names}
+    for name in names:
+        bound = getattr(model, name)
+
+        def wrapper(*args, __name=name, __bound=bound, **kwargs):
+            active.append(__name)
+            try:
+                return __bound(*args, **kwargs)
+            except Exception as error:
+                if not failed:  # the innermost method, with the error as the user's code raised it
+                    failed.append((__name, error))
+                raise
+            finally:
+                active.pop()
+
+        object.__setattr__(model, name, wrapper)
+    before = _public_state(model)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if not failed:
+            raise ModelError(f"{where}: tracing the compiled loop failed "
+                             f"({type(e).__name__}: {one_line(e)[:300]})") from None
+        method, error = failed[0]
+        text = one_line(error)
+        hint = ""
+        if any(word in text for word in ("numpy", "NumPy", "symbolic", "__array__")):
+            hint = "; inside a step use keras.ops or tf ops, not numpy or .numpy()"
+        raise ModelError(
+            f"{where}: {method}() cannot be traced into a TensorFlow graph "
+            f"({type(error).__name__}: {text[:300]}){hint}"
+        ) from None
+    finally:
+        for name, value in previous.items():
+            if value is missing:
+                object.__delattr__(model, name)
+            else:
+                object.__setattr__(model, name, value)
+    after = _public_state(model)
+    changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+    if changed:
+        raise ModelError(
+            f"{where}: tracing {'/'.join(methods) or 'call'}() changed self.{changed[0]}, a Python side effect "
+            "that runs once, when TensorFlow traces the step, not at every step; keep such state in a "
+            "keras.Variable (self.add_weight / keras.Variable) or a metric"
+        )
+    if printed.getvalue().strip():
+        first = printed.getvalue().strip().splitlines()[0][:80]
+        raise ModelError(
+            f"{where}: tracing {'/'.join(methods) or 'call'}() printed {first!r}; Python's print runs once, "
+            "when TensorFlow traces the step, not at every step: use tf.print or a metric"
+        )
+
+
+def describe(overrides: Sequence[str]) -> str:
+    """``"train_step, compute_loss"`` or ``"none"``, for messages and summary.json."""
+    return ", ".join(overrides) if overrides else "none"
