@@ -37,6 +37,11 @@ REPO = Path(__file__).resolve().parent.parent
 # Runs in a child process inside one tree; uses only what every version of mnist_core has.
 CHILD = r"""
 import json, sys, time
+try:
+    from mnist_core.cli import import_tensorflow
+    import_tensorflow()
+except ImportError:  # an older tree
+    pass
 import keras, tensorflow as tf
 from mnist_core import data as data_lib, precision
 from mnist_core.config import TrainConfig
@@ -125,7 +130,7 @@ def compare(args) -> List[Dict]:
     for model in args.models:
         pairs = []
         if baseline and samples[baseline][model]:
-            pairs.append((f"this tree / {baseline}", samples["this tree"][model], samples[baseline][model]))
+            pairs.append((f"{model}: this tree / {baseline}", samples["this tree"][model], samples[baseline][model]))
         for other in args.models:
             if other != model and ":" in model and other == model.split(":")[-1]:
                 pairs.append((f"{model} / {other}", samples["this tree"][model], samples["this tree"][other]))

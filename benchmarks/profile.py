@@ -115,6 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
 
     def body():
+        cli.import_tensorflow()
         from rich.table import Table
 
         from benchmarks.run import load_data

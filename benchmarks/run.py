@@ -137,6 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _check(args, parser)
 
     def body():
+        cli.import_tensorflow()
         from benchmarks import suites
         from benchmarks.common import Output
 

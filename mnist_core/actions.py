@@ -157,7 +157,7 @@ class HistoryFile(Action):
     """Rewrites ``history.json`` (atomically) after every epoch."""
 
     def on_epoch_end(self, run, epoch, entry):
-        from mnist_core.controller import write_json
+        from mnist_core.rundir import write_json
 
         write_json(run.out / "history.json", run.history)
 

@@ -9,11 +9,11 @@ refused too, rather than silently never called.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Iterable, List, Sequence
 
 from mnist_core.errors import ConfigError, one_line
+from mnist_core.resolve import import_attr
 
 # Stock callbacks whose job mnist_core already does, and what to use instead.
 REFUSED = {
@@ -76,19 +76,8 @@ def load_callbacks(specs: Sequence[str]) -> List:
     callbacks = []
     for spec in specs:
         flag = f"--callback {spec}"
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            raise ConfigError(f"{flag}: expected package.module:factory")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as e:
-            raise ConfigError(f"{flag}: cannot import module {module_name!r} ({type(e).__name__}: {one_line(e)})") \
-                from None
-        target = module
-        for part in attr.split("."):
-            if not hasattr(target, part):
-                raise ConfigError(f"{flag}: module {module_name!r} has no attribute {attr!r}")
-            target = getattr(target, part)
+        target = import_attr(spec, flag, ConfigError)
+        attr = spec.partition(":")[2]
         if not callable(target):
             raise ConfigError(f"{flag}: {attr} is not a Callback class or a factory function")
         try:

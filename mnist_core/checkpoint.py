@@ -11,26 +11,45 @@ and the global step (see ``mnist_core.data.train_dataset``'s ``skip_batches``), 
 exact on every strategy and keeps a 60k-example shuffle buffer out of every checkpoint.
 ``tf.train.CheckpointManager`` writes each checkpoint to new files and updates its index
 last, so a kill during a write leaves the previous checkpoint intact.
+
+A checkpoint is trusted only once it has been read: on resume every tensor of the newest
+one is read back (TensorFlow checks each against its stored CRC32C), and one that is
+truncated, overwritten, missing its data shard or its index is reported in one warning,
+moved to ``checkpoints/damaged/`` and the next newest is tried. A save that fails (disk
+full, permissions) removes its partial files and stops the run; the previous checkpoint
+stays the newest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-from typing import Optional, Tuple
+import re
+import shutil
+from typing import Callable, List, Optional, Tuple
 
 import tensorflow as tf
 
 from mnist_core.errors import ConfigError, one_line
+from mnist_core.rundir import CHECKPOINT_DIR, write_failed
 
-CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged"
+_STEP = re.compile(r"ckpt-(\d+)$")
 
 
 def _seed_variables(model):
+    """The model's SeedGenerator states, keyed by their order in the model.
+
+    Not by their path: Keras makes names unique per process (``seed_generator_5``), so a
+    second model built in the same Python session (a notebook, a resume in-process) would
+    not find its checkpoint's states by name. The order is the architecture's.
+    """
     variables = {}
     for variable in model.variables:
         if "seed_generator" in variable.path:
             # tf.train.Checkpoint needs the backend tf.Variable, not Keras' wrapper.
-            variables[variable.path.replace("/", ".")] = getattr(variable, "value", variable)
+            variables[f"seed_generator_{len(variables)}"] = getattr(variable, "value", variable)
     return variables
 
 
@@ -46,9 +65,8 @@ class CheckpointState:
 
     def __init__(self, model, optimizer, directory: str, keep: int = 3):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, step=self.step, rng=_seed_variables(model)
-        )
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
+                                              rng=_seed_variables(model))
         self.directory = directory
         self.keep = keep
         self._manager: Optional[tf.train.CheckpointManager] = None
@@ -67,9 +85,21 @@ class CheckpointState:
         return self.manager.latest_checkpoint
 
     def save(self, step: int, path_options: Optional[tf.train.CheckpointOptions] = None) -> str:
-        """Saves the state at global ``step``; returns the checkpoint path."""
+        """Saves the state at global ``step``; returns the checkpoint path.
+
+        Raises:
+            WriteError: the checkpoint could not be written (its partial files are removed;
+                the previous checkpoint is still the newest).
+        """
         self.step.assign(step)
-        return self.manager.save(checkpoint_number=step, options=path_options)
+        previous = self.latest
+        try:
+            return self.manager.save(checkpoint_number=step, options=path_options)
+        except (tf.errors.OpError, OSError) as e:
+            for partial in glob.glob(os.path.join(self.directory, f"ckpt-{step}[._]*")):
+                shutil.rmtree(partial, ignore_errors=True) if os.path.isdir(partial) else _unlink(partial)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written before"
+            raise write_failed(f"checkpoint {os.path.join(self.directory, f'ckpt-{step}')}", e, kept) from None
 
     def save_once(self, step: int) -> str:
         """Saves at ``step`` unless the newest checkpoint already is that step; returns its path."""
@@ -78,30 +108,166 @@ class CheckpointState:
             return latest
         return self.save(step)
 
-    def restore_latest(self, directory: Optional[str] = None) -> Tuple[int, str]:
-        """Restores the newest checkpoint of ``directory`` (default: this state's own).
+    def _mismatch(self, path: str) -> Optional[str]:
+        """Why checkpoint ``path`` cannot hold this run's state, compared before restoring.
+
+        A restore that fails half-way leaves TensorFlow's "unrestored values" warnings to
+        be printed when the program exits; comparing the variable names and shapes with
+        this state's own (written to a scratch checkpoint) avoids starting one.
+        """
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mnist_core_layout_") as scratch:
+            ours = _layout(self.checkpoint.write(os.path.join(scratch, "state")))
+        return _describe_mismatch(ours, _layout(path))
+
+    def restore_latest(self, directory: Optional[str] = None,
+                       warn: Callable[[str], None] = lambda message: None) -> Tuple[int, str]:
+        """Restores the newest complete checkpoint of ``directory`` (default: this state's own).
+
+        Checkpoints that cannot be read completely are reported through ``warn``, moved to
+        ``damaged/`` and skipped.
 
         Returns:
             The global step of the restored checkpoint, and its path.
 
         Raises:
-            ConfigError: no checkpoint exists, or it does not match this model/optimizer.
+            ConfigError: no usable checkpoint exists, or the newest readable one does not
+                match this model/optimizer.
         """
         directory = directory or self.directory
-        path = tf.train.latest_checkpoint(directory)
-        if path is None:
-            raise ConfigError(f"--resume: no checkpoint in {directory}")
+        damaged = []
+        for path in candidates(directory):
+            problem = verify(path)
+            if problem:
+                damaged.append(f"{os.path.basename(path)}: {problem}")
+                moved = _quarantine(path, directory)
+                warn(f"checkpoint {path} is damaged ({problem}); moved it to {moved} and trying the one before")
+                continue
+            mismatch = self._mismatch(path)
+            if mismatch is None:
+                try:
+                    self.checkpoint.restore(path).assert_existing_objects_matched()
+                except (AssertionError, ValueError, tf.errors.OpError) as e:
+                    mismatch = f"{type(e).__name__}: {one_line(e)[:200]}"
+            if mismatch is not None:
+                raise ConfigError(f"--resume: checkpoint {path} does not match this model/optimizer ({mismatch})")
+            _point_index_at(directory, path)
+            return int(self.step.numpy()), path
+        if damaged:
+            raise ConfigError(f"--resume: no usable checkpoint in {directory} ({'; '.join(damaged)})")
+        raise ConfigError(f"--resume: no checkpoint in {directory}")
+
+
+_NOT_STATE = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _layout(path: str):
+    return {name: tuple(shape) for name, shape in tf.train.list_variables(path) if name not in _NOT_STATE}
+
+
+def _describe_mismatch(ours, theirs) -> Optional[str]:
+    for name, shape in sorted(theirs.items()):
+        if name in ours and ours[name] != shape:
+            return f"{name} has shape {shape} in the checkpoint, {ours[name]} here"
+    missing = sorted(set(ours) - set(theirs))
+    extra = sorted(set(theirs) - set(ours))
+    if missing:
+        return f"{len(missing)} of this run's variables are not in the checkpoint, e.g. {missing[0]}"
+    if extra:
+        return f"the checkpoint has {len(extra)} variables this run lacks, e.g. {extra[0]}"
+    return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _step_of(path: str) -> int:
+    match = _STEP.search(path)
+    return int(match.group(1)) if match else -1
+
+
+def candidates(directory: str) -> List[str]:
+    """Every checkpoint of ``directory``, newest first: those its ``checkpoint`` index names
+    and those whose files are on disk (a damaged or missing index still leaves them)."""
+    paths = set()
+    with _tf_logs_quiet():  # a damaged index is reported by what resume does about it
         try:
-            status = self.checkpoint.restore(path)
-            status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise ConfigError(
-                f"--resume: checkpoint {path} does not match this model/optimizer "
-                f"({type(e).__name__}: {one_line(e)[:200]})"
-            ) from None
-        return int(self.step.numpy()), path
+            state = tf.train.get_checkpoint_state(directory)
+        except Exception:  # an unreadable index file: the files on disk are what counts
+            state = None
+    if state is not None:
+        for path in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]:
+            if path:
+                paths.add(path if os.path.isabs(path) else os.path.join(directory, path))
+    for found in glob.glob(os.path.join(directory, "ckpt-*.index")) + glob.glob(
+            os.path.join(directory, "ckpt-*.data-*")):
+        paths.add(re.sub(r"\.(index|data-\d+-of-\d+)$", "", found))
+    return sorted((p for p in paths if _step_of(p) >= 0), key=_step_of, reverse=True)
+
+
+def verify(path: str) -> Optional[str]:
+    """Why checkpoint ``path`` cannot be read completely, or None if every tensor reads back."""
+    if not os.path.exists(path + ".index"):
+        return "its .index file is missing"
+    shards = glob.glob(path + ".data-*")
+    if not shards:
+        return "its data file is missing"
+    match = re.search(r"of-(\d+)$", shards[0])
+    if match and len(shards) < int(match.group(1)):
+        return f"{int(match.group(1)) - len(shards)} of its {match.group(1)} data shards are missing"
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # truncated, overwritten, wrong CRC: TensorFlow's and Python's errors alike
+        return f"{type(e).__name__}: {one_line(e)[:120]}"
+    return None
+
+
+def _quarantine(path: str, directory: str) -> str:
+    """Moves a damaged checkpoint's files to ``damaged/`` (never deleted: they are the user's)."""
+    target = os.path.join(directory, DAMAGED_DIR)
+    os.makedirs(target, exist_ok=True)
+    for file in glob.glob(path + ".*"):
+        os.replace(file, os.path.join(target, os.path.basename(file)))
+    return target
+
+
+@contextlib.contextmanager
+def _tf_logs_quiet():
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _point_index_at(directory: str, path: str) -> None:
+    """Rewrites the ``checkpoint`` index to the checkpoints that are still there, newest ``path``."""
+    remaining = [p for p in reversed(candidates(directory)) if _step_of(p) <= _step_of(path)]
+    with _tf_logs_quiet():
+        try:
+            state = tf.train.get_checkpoint_state(directory)
+        except Exception:
+            state = None
+    current = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])]
+    if state is None or state.model_checkpoint_path != path or current != [os.path.basename(p) for p in remaining]:
+        # Quiet: its deprecation notice addresses TensorFlow's users, not ours.
+        with _tf_logs_quiet():
+            try:
+                tf.compat.v1.train.update_checkpoint_state(directory, os.path.basename(path),
+                                                           [os.path.basename(p) for p in remaining])
+            except (tf.errors.OpError, OSError):
+                pass  # the files themselves are what resume reads; the index is a convenience
 
 
 def has_checkpoint(run_dir: str) -> bool:
-    """True if ``run_dir`` holds at least one complete checkpoint."""
-    return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR)) is not None
+    """True if ``run_dir`` holds at least one checkpoint (verified when it is restored)."""
+    return bool(candidates(os.path.join(run_dir, CHECKPOINT_DIR)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 from typing import Callable, NoReturn, Optional
 
 from mnist_core.errors import MnistCoreError, one_line
@@ -16,6 +18,65 @@ def quiet_tensorflow_logs() -> None:
     # mnist_core's loop is TensorFlow code: a KERAS_BACKEND=jax in the user's shell must
     # not switch Keras to another backend under it.
     os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
+# What TensorFlow's C++ side prints while it loads and looks for devices, before absl
+# logging is initialised (so TF_CPP_MIN_LOG_LEVEL cannot hide it), on every machine
+# without a GPU: absl's notice, INFO lines (oneDNN, CPU features, "Could not find cuda
+# drivers"), and the warnings/errors that only say CUDA or TensorRT is absent.
+_ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$")
+_ABSENT_GPU = re.compile(r"cuInit|cuda drivers|CUDA|TensorRT|Unable to register cu(DNN|FFT|BLAS) factory|"
+                         r"computation placer already registered|GPU will not be used")
+_CPU_FEATURES = "To enable the following instructions:"
+
+
+def is_startup_noise(line: str) -> bool:
+    """True for a TensorFlow start-up line that says nothing about the user's run."""
+    text = line.rstrip("\n")
+    if not text.strip() or text == _ABSL_NOTICE or text.startswith(_CPU_FEATURES):
+        return True
+    match = _ABSL_LINE.match(text)
+    if match is None:
+        return False
+    level, message = match.groups()
+    return level == "I" or bool(_ABSENT_GPU.search(message))
+
+
+def import_tensorflow():
+    """Imports TensorFlow and finds its devices with the start-up noise filtered out of stderr.
+
+    TensorFlow's C++ libraries write a few lines to file descriptor 2 while loading and
+    while probing for CUDA, before absl logging exists, so neither ``TF_CPP_MIN_LOG_LEVEL``
+    nor Python's logging reach them. The descriptor is pointed at a temporary file for
+    the import and the device probe, and every line that is not known start-up noise is
+    written back to stderr afterwards: genuine warnings and errors still show. Command-line
+    tools call this once, after their flags are parsed, before anything else loads
+    TensorFlow.
+    """
+    if "tensorflow" in sys.modules and getattr(import_tensorflow, "_done", False):
+        return sys.modules["tensorflow"]
+    quiet_tensorflow_logs()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not is_startup_noise(line)]
+    if kept:
+        sys.stderr.write("".join(kept))
+        sys.stderr.flush()
+    import_tensorflow._done = True
+    return tf
 
 
 class ArgumentParser(argparse.ArgumentParser):

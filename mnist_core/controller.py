@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import json
 import os
@@ -44,31 +43,12 @@ from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
 from mnist_core import inference, optim, precision, step as step_lib, strategy as strategy_lib
 from mnist_core.actions import CallbackError, InterruptedRun, NonFiniteLossError  # noqa: F401  (public here)
-from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState, has_checkpoint
+from mnist_core import rundir
+from mnist_core.checkpoint import CheckpointState
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, ModelError, one_line
+from mnist_core.errors import ConfigError, one_line
 from mnist_core.reporting import Reporter
-
-RUN_FILES = ("history.json", "summary.json", "model.keras", inference.SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
-
-
-def write_json(path: Path, value) -> None:
-    """Writes JSON atomically: a crash mid-write never leaves a truncated file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def default_output_dir() -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = candidate = Path("runs") / stamp
-    n = 1
-    while candidate.exists():
-        candidate = Path(f"{base}-{n}")
-        n += 1
-    return candidate
+from mnist_core.rundir import CHECKPOINT_DIR, check_output_dir, write_json  # noqa: F401  (public here)
 
 
 def weights_digest(model) -> str:
@@ -90,52 +70,6 @@ def _dataset_options(multi_worker: bool) -> tf.data.Options:
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.DATA if multi_worker else policy.OFF
     return options
-
-
-def check_output_dir(config: TrainConfig) -> Path:
-    """Checks the run directory without touching it; returns its path.
-
-    Refuses a non-empty directory unless ``--resume`` (which needs a checkpoint there)
-    or ``--overwrite`` is given. Nothing is created or removed here, so a run refused
-    later (bad model, bad batch size) leaves the directory as it was.
-    """
-    out = Path(config.output_dir) if config.output_dir else default_output_dir()
-    flag = f"--output-dir {out}"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{flag}: exists and is not a directory")
-    if config.resume:
-        if not has_checkpoint(str(out)):
-            raise ConfigError(f"--resume: no checkpoint in {out / CHECKPOINT_DIR}")
-    elif out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise ConfigError(
-            f"{flag}: not empty (an earlier run?); use --resume to continue it, "
-            "--overwrite to replace it, or another directory"
-        )
-    return out
-
-
-def prepare_output_dir(config: TrainConfig, out: Optional[Path] = None) -> Path:
-    """Creates the run directory (removing an earlier run's files with ``--overwrite``).
-
-    Checks the directory is writable, so a run can't fail after an hour on a
-    permissions problem.
-    """
-    out = out or check_output_dir(config)
-    flag = f"--output-dir {out}"
-    if config.overwrite and not config.resume and out.is_dir():
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise ConfigError(f"{flag}: not writable ({e.strerror or e})") from None
-    return out
 
 
 def auto_steps_per_loop(steps_per_epoch: int) -> int:
@@ -386,6 +320,80 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     )
 
 
+# Flags whose change on --resume would silently change what the saved steps and weights
+# mean; the others (epochs, output, checkpoint cadence, XLA, callbacks...) may change.
+RESUME_GUARDED = ("model", "dataset", "batch_size", "seed", "optimizer", "lr", "lr_schedule", "lr_decay_rate",
+                  "momentum", "precision", "val_split", "synthetic_train_size", "sync_batchnorm")
+
+
+def run_record(program: "Program", data: data_lib.MnistData) -> Dict:
+    """What ``config.json`` records when a run starts, for ``--resume`` to check against."""
+    return {
+        "config": program.config.to_dict(),
+        "model": program.spec.name,
+        "keras_protocol": list(program.protocol),
+        "num_replicas": program.strategy.num_replicas_in_sync,
+        "num_train": data.num_train,
+        "steps_per_epoch": program.steps_per_epoch,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mnist_core": _version()},
+    }
+
+
+def _version() -> str:
+    from mnist_core import __version__
+
+    return __version__
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def check_resume(config: TrainConfig, program: "Program", data: data_lib.MnistData, out: Path,
+                 reporter: Reporter) -> None:
+    """Refuses a ``--resume`` whose flags would change the meaning of the saved run.
+
+    Raises:
+        ConfigError: naming the flag and both values.
+    """
+    record = rundir.read_run_record(out)
+    if record is None:
+        reporter.warn(f"{out} has no config.json (a run of an older mnist_core?): resuming without checking "
+                      "that the flags match the run's")
+        return
+    saved = record["config"]
+    hint = "resume with the run's value, or start a new run in another --output-dir"
+    for field in RESUME_GUARDED:
+        if field not in saved:
+            continue
+        new, old = getattr(config, field), saved[field]
+        if field == "lr":  # compare the rates actually used (None means the optimizer's default)
+            from mnist_core.config import DEFAULT_LEARNING_RATES
+
+            new = config.learning_rate
+            old = old if old is not None else DEFAULT_LEARNING_RATES.get(saved.get("optimizer"), old)
+        if new != old:
+            raise ConfigError(f"--resume: {_flag(field)} {new} differs from the run's {old}, which would change "
+                              f"what its saved steps mean; {hint}")
+    expected = record.get("steps_per_epoch")
+    if expected is not None and expected != program.steps_per_epoch:
+        raise ConfigError(f"--resume: the data gives {program.steps_per_epoch} steps per epoch "
+                          f"({data.num_train} training examples), the run had {expected}; {hint}")
+    replicas, before = program.strategy.num_replicas_in_sync, record.get("num_replicas")
+    if before is not None and before != replicas:
+        batchnorm = [layer.name for layer in program.model._flatten_layers()
+                     if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized]
+        if batchnorm:
+            raise ConfigError(
+                f"--resume: the run trained on {before} replica(s), this one has {replicas}, and the model's "
+                f"BatchNormalization ({batchnorm[0]}) normalises over each replica's share of the batch, so "
+                f"the steps would change meaning; {hint} (or use --sync-batchnorm in a new run)")
+        reporter.info(f"resuming on {replicas} replica(s) (the run had {before}): the same mean gradient per step")
+    if config.epochs != saved.get("epochs") and config.lr_schedule == "cosine":
+        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule cosine: "
+                      "the schedule now decays over the new length, so the learning rate jumps at the resume point")
+
+
 class Run:
     """What the actions see of a run in progress: program, state, position, history.
 
@@ -486,8 +494,8 @@ class Trainer:
 
         Raises:
             MnistCoreError: bad configuration, data or model (before training starts),
-                a non-finite loss (``NonFiniteLossError``), a signal (``InterruptedRun``)
-                or a failing user callback (``CallbackError``).
+                a non-finite loss (``NonFiniteLossError``), a signal (``InterruptedRun``),
+                a failing user callback (``CallbackError``) or write (``WriteError``).
         """
         started = time.perf_counter()
         config = self.config
@@ -500,7 +508,9 @@ class Trainer:
         strategy_lib.configure_devices(config)
         strategy = strategy_lib.make_strategy(config)
         chief = strategy_lib.is_chief(strategy)
-        out = check_output_dir(config) if chief else None
+        # Only the chief's directory is checked and locked; every worker reads its
+        # checkpoints on resume (the others write theirs to scratch).
+        out = check_output_dir(config) if chief else Path(config.output_dir or ".")
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -508,45 +518,54 @@ class Trainer:
         with precision.policy(config.precision):
             program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec)
             self.model = program.model
-            # Outputs go to the chief's run directory; the other workers write to scratch
-            # (TensorFlow's multi-worker rule: every worker saves, since saving runs
-            # collectives, and only the chief's files are kept).
+            if config.resume:
+                check_resume(config, program, data, out, self.reporter)
+            # Everything that can refuse the run does so before the run directory is touched.
+            iterator = program.train_iterator(data, 0)
+            eval_data = self._eval_inputs(program, data)
+            program.trace(iterator, list(eval_data.values()))
+            self._check_target_metric(program, eval_data)
             scratch = None if chief else Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
             try:
-                return self._train(program, data, out or scratch, started, chief, callbacks)
+                with rundir.locked(out if chief else None):
+                    if chief:
+                        rundir.prepare_output_dir(config, out)
+                    return self._train(program, data, out if chief else scratch, started, chief, callbacks,
+                                       iterator, eval_data)
             finally:
                 if scratch is not None:
                     shutil.rmtree(scratch, ignore_errors=True)
 
+    @staticmethod
+    def _eval_inputs(program: "Program", data: data_lib.MnistData) -> Dict:
+        eval_sets = {"test": (data.test_images, data.test_labels)}
+        if data.val_images is not None:
+            eval_sets["val"] = (data.val_images, data.val_labels)
+        return {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
+
     def _train(self, program: Program, data: data_lib.MnistData, out: Path, started: float, chief: bool,
-               callbacks: List) -> Dict:
+               callbacks: List, iterator, eval_data: Dict) -> Dict:
         config = self.config
         model = program.model
         state = CheckpointState(model, program.optimizer, str(out / CHECKPOINT_DIR), keep=config.keep_checkpoints)
         start_step = 0
         if config.resume:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
-            start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR))
+            start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR),
+                                                        warn=self.reporter.warn)
             self.history = self._previous_history(out, start_step // program.steps_per_epoch)
             self.reporter.info(f"resumed from {restored} (step {start_step}, "
                                f"epoch {start_step // program.steps_per_epoch + 1})")
-        iterator = program.train_iterator(data, start_step)
-        eval_sets = {"test": (data.test_images, data.test_labels)}
-        if data.val_images is not None:
-            eval_sets["val"] = (data.val_images, data.val_labels)
-        eval_data = {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
-        # Everything that can refuse the run does so before the run directory is touched.
-        program.trace(iterator, list(eval_data.values()))
-        self._check_target_metric(program, eval_data)
-        if chief:
-            prepare_output_dir(config, out)
+            if start_step:
+                iterator = program.train_iterator(data, start_step)  # the traced loop takes it as it is
+        elif chief:
+            rundir.write_json(out / rundir.CONFIG_FILE, run_record(program, data))
         if program.protocol:
             self.reporter.info(f"model overrides {keras_protocol.describe(program.protocol)}: "
                                "training through the Keras model protocol")
 
         run = Run(config, program, state, out, self.reporter, start_step, self.history, chief, started)
-        writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name))
-                   for name in ("train", *eval_sets)}
+        writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_data)}
         actions = self._actions(run, program, writers, callbacks)
         try:
             for action in actions:
@@ -676,8 +695,12 @@ class Trainer:
                 final.update({f"{name}_{key}": value for key, value in logs.items()})
                 final[f"{name}_examples"] = count
         model_path = out / "model.keras"
-        with detached_optimizer(model):
-            model.save(model_path)
+
+        def save(path):
+            with detached_optimizer(model):
+                model.save(path)
+
+        rundir.write_atomically(model_path, save)
         savedmodel_path = None
         if config.export_savedmodel and run.chief:
             savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
@@ -717,14 +740,21 @@ class Trainer:
         self.reporter.final(run.history, summary)
         return summary
 
-    @staticmethod
-    def _previous_history(out: Path, completed_epochs: int) -> List[Dict]:
+    def _previous_history(self, out: Path, completed_epochs: int) -> List[Dict]:
+        """The finished epochs' entries of the run's history.json (an unreadable one is kept
+        aside as history.json.damaged and the history restarts, with a warning)."""
         path = out / "history.json"
         if not path.exists():
             return []
         try:
             history = json.loads(path.read_text())
-        except ValueError:
+            if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+                raise ValueError("not a list of epoch entries")
+        except (OSError, ValueError) as e:
+            damaged = path.with_name("history.json.damaged")
+            os.replace(path, damaged)
+            self.reporter.warn(f"{path} is unreadable ({one_line(e)[:80]}); kept it as {damaged.name}, "
+                               "and the new history starts at the resumed epoch")
             return []
         return [e for e in history if e.get("epoch", 0) <= completed_epochs]
 

@@ -261,13 +261,23 @@ def _tfds_builder(name: str, data_dir: Optional[str]):
 
 
 def tfds_prepared(name: str, data_dir: Optional[str] = None) -> bool:
-    """True if an already-prepared TFDS copy of ``name`` exists (no network used)."""
+    """True if an already-prepared TFDS copy of ``name`` exists (no network used).
+
+    Quietly: TFDS logs a warning for every half-prepared folder it looks at, which says
+    nothing to a user who never asked for TFDS (a broken copy is simply not used).
+    """
     if name not in TFDS_NAMES:
         return False
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         return bool(_tfds_builder(name, data_dir).is_prepared())
     except Exception:  # a broken TFDS directory is "not prepared", not a crash
         return False
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def load_tfds(name: str, data_dir: Optional[str] = None, download: bool = False) -> MnistData:

@@ -92,8 +92,8 @@ def evaluate_path(model_path: Path, dataset: Optional[str] = None, data_dir: Opt
     from mnist_core import data as data_lib
     from mnist_core import inference
 
+    classifier = inference.load_classifier(model_path)  # a bad path is reported before data is looked for
     data = inference.load_run_data(inference.run_summary(model_path), dataset, data_dir)
-    classifier = inference.load_classifier(model_path)
     logits = classifier.logits(data.test_images, batch_size)
     result = metrics(logits, data.test_labels, data_lib.class_names(data.name), classifier.regularization_loss)
     result.update(model_path=str(model_path), model_format=classifier.format, dataset=data.describe())
@@ -156,6 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
+        cli.import_tensorflow()
         result = evaluate_path(Path(args.model_path), args.dataset, args.data_dir, args.batch_size)
         if args.json:
             print(json.dumps(result))

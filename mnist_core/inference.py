@@ -103,8 +103,6 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path) -> Path:
     Returns:
         ``path``.
     """
-    import shutil
-
     import keras
 
     archive = keras.export.ExportArchive()
@@ -113,16 +111,11 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path) -> Path:
     archive.add_endpoint(name="serve", fn=_serving_fn(model, input_shape), input_signature=[_image_spec()])
     archive.add_endpoint(name="regularization_loss", fn=lambda: {"loss": _regularization(model)},
                          input_signature=[])
-    path = Path(path)
+    from mnist_core.rundir import write_atomically
+
     # Written beside the target and renamed into place: an interrupted export never
     # leaves a half-written SavedModel where a server would load it.
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    archive.write_out(str(tmp), verbose=False)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+    return write_atomically(Path(path), lambda tmp: archive.write_out(str(tmp), verbose=False))
 
 
 class Classifier:

@@ -135,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def body():
         _pyplot()  # fail on a missing matplotlib before anything slow
+        cli.import_tensorflow()
         run = Path(args.run_dir)
         if not run.is_dir():
             raise ConfigError(f"RUN_DIR {run}: not a directory")

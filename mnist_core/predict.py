@@ -194,6 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
+        cli.import_tensorflow()
         from mnist_core import data as data_lib
         from mnist_core import inference
 

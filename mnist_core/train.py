@@ -153,7 +153,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def body():
         config = config_from_args(argv)
-        from mnist_core import controller  # imports TensorFlow: after the flags are checked
+        cli.import_tensorflow()  # after the flags are checked, without its start-up noise
+        from mnist_core import controller
 
         controller.train(config)
 

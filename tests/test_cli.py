@@ -18,6 +18,7 @@ def test_train_then_evaluate_end_to_end(idx_dir, tmp_path):
     out = tmp_path / "run"
     result = _train(idx_dir, out, "--model", "lenet", "--epochs", "3", "--lr", "3e-3")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "no TensorFlow start-up noise: the first line is ours"
     # stdout is not a terminal here: plain one-line-per-epoch logs, then the result line.
     lines = result.stdout.splitlines()
     assert lines[0].startswith("data: mnist from IDX files in")
@@ -37,6 +38,7 @@ def test_train_then_evaluate_end_to_end(idx_dir, tmp_path):
 
     evaluated = run_cli("mnist_core.evaluate", "--model-path", str(out / "model.keras"), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stderr == ""
     report = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert report["test_examples"] == 200
     assert report["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)

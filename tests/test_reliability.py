@@ -139,8 +139,22 @@ def test_resume_errors(data_dir, full_run, tmp_path):
     other = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(full_run),
                     "--model", "mlp", "--resume", "--epochs", "3")
     assert other.returncode == 2
-    assert "does not match this model" in error_lines(other.stderr)[0], other.stderr
+    assert error_lines(other.stderr) == [
+        "mnist-train: error: --resume: --model mlp differs from the run's cnn, which would change what its saved "
+        "steps mean; resume with the run's value, or start a new run in another --output-dir"], other.stderr
     assert _summary(full_run)["config"]["model"] == "cnn", "the earlier run is untouched"
+    # A run without its config (an older mnist_core's): the checkpoint itself is checked.
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(full_run, bare)
+    (bare / "config.json").unlink()
+    (bare / "summary.json").unlink()
+    other = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--output-dir", str(bare),
+                    "--model", "mlp", "--resume", "--epochs", "3")
+    assert other.returncode == 2
+    assert len(error_lines(other.stderr)) == 1 and "does not match this model" in error_lines(other.stderr)[0], \
+        other.stderr
 
 
 def test_output_dir_that_cannot_be_created(data_dir, tmp_path):

@@ -12,10 +12,9 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import REPO, error_lines, make_idx_dir, run_cli
-from mnist_core import loop as loop_lib, models, optim, precision, step as step_lib
+from mnist_core import models, precision
 from mnist_core.config import TrainConfig
 from mnist_core.controller import Trainer
 from mnist_core.reporting import Reporter
@@ -137,6 +136,7 @@ def test_multi_worker_two_local_workers_match_mirrored(runs, data_dir, tmp_path)
                      "--output-dir", str(out), "--epochs", "2", "--batch-size", "64", "--steps-per-loop", "3",
                      "--model", "parity_models:dense_l2", env={"PYTHONPATH": TESTS})
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not re.search(r"cuda|absl::InitializeLog", result.stdout + result.stderr), "workers start quietly"
     digests = dict(re.findall(r"\[worker (\d)\] weights sha256 (\w+)", result.stdout))
     assert set(digests) == {"0", "1"}, result.stdout
     assert digests["0"] == digests["1"], "both workers must end with identical weights"

@@ -8,7 +8,6 @@ returning a ``keras.Model``. See :mod:`mnist_core.models.example`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from typing import Callable, Dict, Sequence, Tuple
 
@@ -74,19 +73,9 @@ def get(name: str) -> ModelSpec:
 
 
 def _user_spec(path: str) -> ModelSpec:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ModelError(f"--model {path!r}: expected package.module:Name")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise ModelError(f"--model {path!r}: cannot import module {module_name!r} ({type(e).__name__}: {one_line(e)})") from None
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ModelError(f"--model {path!r}: module {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    return spec_for(target, path)
+    from mnist_core.resolve import import_attr
+
+    return spec_for(import_attr(path, f"--model {path!r}", ModelError), path)
 
 
 def spec_for(target, name: str = "") -> ModelSpec:
@@ -161,15 +150,27 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
     return model
 
 
-def _register_builtins() -> None:
-    from mnist_core.models import zoo
+def _builtin(name: str) -> Callable:
+    """A factory that imports the zoo (and so Keras and TensorFlow) only when called:
+    ``python -m mnist_core.models`` must be able to load TensorFlow quietly first."""
 
-    register("mlp", zoo.mlp, zoo.FLAT, "Flatten, Dense 1024-512-128 ReLU, Dense 10")
-    register("mlp_small", zoo.mlp_small, zoo.FLAT, "Dense 32 ReLU, Dense 10")
-    register("mlp_l1", zoo.mlp_l1, zoo.FLAT, "Dense 128-32 ReLU, L1(1e-4), dropout 0.01")
-    register("deep_mlp", zoo.deep_mlp, zoo.FLAT, "Dense 512, dropout, Dense 512 L2 + BatchNorm, dropout")
-    register("cnn", zoo.cnn, zoo.IMAGE, "Conv32-Conv32-MaxPool-Dropout-Dense128-Dropout")
-    register("lenet", zoo.lenet, zoo.IMAGE, "LeNet: Conv6-AvgPool-Conv16-AvgPool-Conv120-Dense84")
+    def factory(**kwargs):
+        from mnist_core.models import zoo
+
+        return getattr(zoo, name)(**kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    return factory
+
+
+def _register_builtins() -> None:
+    flat, image = (784,), DEFAULT_INPUT_SHAPE
+    register("mlp", _builtin("mlp"), flat, "Flatten, Dense 1024-512-128 ReLU, Dense 10")
+    register("mlp_small", _builtin("mlp_small"), flat, "Dense 32 ReLU, Dense 10")
+    register("mlp_l1", _builtin("mlp_l1"), flat, "Dense 128-32 ReLU, L1(1e-4), dropout 0.01")
+    register("deep_mlp", _builtin("deep_mlp"), flat, "Dense 512, dropout, Dense 512 L2 + BatchNorm, dropout")
+    register("cnn", _builtin("cnn"), image, "Conv32-Conv32-MaxPool-Dropout-Dense128-Dropout")
+    register("lenet", _builtin("lenet"), image, "LeNet: Conv6-AvgPool-Conv16-AvgPool-Conv120-Dense84")
 
 
 _register_builtins()

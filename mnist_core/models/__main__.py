@@ -26,6 +26,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--summary needs --model NAME")
 
     def body():
+        cli.import_tensorflow()
         from rich.table import Table
 
         from mnist_core import models
