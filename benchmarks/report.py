@@ -55,9 +55,14 @@ def train_fit_tables(records: List[Dict]) -> List[str]:
     core = defaultdict(dict)  # (model, batch) -> {(precision, jit, spl): record}
     fits = defaultdict(dict)  # (model, batch) -> {label: record}
     ratios = defaultdict(dict)
+    defaults = {}  # (model, batch) -> the default-flags record
     for r in records:
         c = r["config"]
-        if r["suite"] == "train":
+        if r["suite"] == "train" and r["name"].startswith("ratio"):
+            continue
+        if r["suite"] == "train" and c.get("defaults"):
+            defaults[(c["model"], c["batch_size"])] = r
+        elif r["suite"] == "train":
             core[(c["model"], c["batch_size"])][_core_key(c)] = r
         elif r["suite"] == "fit" and r["name"].startswith("ratio"):
             ratios[(c["model"], c["batch_size"])][c["fit"]] = r
@@ -74,7 +79,19 @@ def train_fit_tables(records: List[Dict]) -> List[str]:
         return (f"{precision} " if show_precision else "") + f"XLA {'on' if jit else 'off'}, {spl} spl"
 
     header = ["model", "batch"] + [f"mnist_core {setting_name(k)}" for k in settings]
+    if defaults:
+        header.append("mnist_core defaults")
     header += [f"fit {label}" for label in labels]
+
+    def defaults_cell(key) -> List[str]:
+        if not defaults:
+            return []
+        r = defaults.get(key)
+        if r is None:
+            return ["-"]
+        c = r["config"]
+        return [f"{_num(r['median'])} (XLA auto→{'on' if c['jit_compile_resolved'] else 'off'}, "
+                f"{c['steps_per_loop']} spl)"]
     rows, warm, ratio_rows = [], [], []
     for model, batch in core:
         per, per_fit = core[(model, batch)], fits.get((model, batch), {})
@@ -84,28 +101,35 @@ def train_fit_tables(records: List[Dict]) -> List[str]:
             r = per.get(key)
             cell = _num(r["median"]) if r else "-"
             cells.append(f"**{cell}**" if r and r["median"] == best else cell)
-        rows.append([model, str(batch)] + cells + [
+        rows.append([model, str(batch)] + cells + defaults_cell((model, batch)) + [
             _num(per_fit[label]["median"]) + (f" (spe {per_fit[label]['config']['steps_per_execution']})"
                                                if label != "defaults" else "")
             if label in per_fit else "-" for label in labels])
         warm.append([model, str(batch)] + [_num(per[k]["warmup_seconds"], 1) if k in per else "-" for k in settings]
+                    + ([_num(defaults[(model, batch)]["warmup_seconds"], 1) if (model, batch) in defaults else "-"]
+                       if defaults else [])
                     + [_num(per_fit[label]["warmup_seconds"], 1) if label in per_fit else "-" for label in labels])
         if (model, batch) in ratios:
             cells = []
             for label in labels:
                 r = ratios[(model, batch)].get(label)
                 cells.append(f"{r['median']:.2f}× [{r['min']:.2f}-{r['max']:.2f}] (XLA "
-                             f"{'on' if r['config'].get('mnist_core_jit_compile') else 'off'})" if r else "-")
+                             f"{_xla(r['config'].get('mnist_core_jit_compile'))})" if r else "-")
             ratio_rows.append([model, str(batch)] + cells)
     out = ["images/s, median of the timed windows (bold: the fastest mnist_core setting):\n\n"
            + _table(header, rows),
            "Warm-up seconds (tracing and compilation, not in the figures above):\n\n" + _table(header, warm)]
     if ratio_rows:
-        out.append("Ratio mnist_core / `model.fit`: median of the per-round ratios [min-max]. mnist_core at "
-                   "the most steps per loop, with its faster XLA setting against fit's defaults and "
-                   "with the same XLA setting against the matched variants:\n\n"
+        out.append("Ratio mnist_core / `model.fit`: median of the per-round ratios [min-max]. mnist_core "
+                   "with its default flags (`--jit-compile auto`, automatic steps per loop) against fit's "
+                   "defaults, and at the most steps per loop with the same XLA setting against the matched "
+                   "variants:\n\n"
                    + _table(["model", "batch"] + [f"vs fit {label}" for label in labels], ratio_rows))
     return out
+
+
+def _xla(value) -> str:
+    return value if isinstance(value, str) else ("on" if value else "off")
 
 
 def scaling_tables(records: List[Dict]) -> List[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,8 +119,13 @@ def pipeline(out: Output, settings: Settings, data, data_dir: Optional[str]) -> 
 # --------------------------------------------------------------------------- train / fit
 
 
-def core_config(model: str, batch_size: int, steps_per_loop: int, jit: bool, precision: str, seed: int):
-    """The TrainConfig every mnist_core measurement uses (Adam, as the fit baseline)."""
+def core_config(model: str, batch_size: int, steps_per_loop: int, jit, precision: str, seed: int,
+                num_train: int = 60000):
+    """The TrainConfig every mnist_core measurement uses (Adam, as the fit baseline).
+
+    ``steps_per_loop=0`` and ``jit="auto"`` are mnist_core's defaults; the epochs are those
+    of a default run, which is what ``--jit-compile auto`` weighs its decision against.
+    """
     from mnist_core.config import TrainConfig
 
     return TrainConfig(model=model, batch_size=batch_size, steps_per_loop=steps_per_loop, jit_compile=jit,
@@ -134,7 +140,7 @@ def run_steps(program, iterator, steps_per_loop: int, total: int) -> int:
     while done < total:
         n = min(steps_per_loop, total - done)
         result = program.train_loop(iterator, tf.constant(n, tf.int32))
-        float(result["loss"])  # wait for the result, as the controller does
+        float(result["count"])  # wait for the result, as the controller does
         done += n
     return total * program.config.batch_size
 
@@ -171,7 +177,7 @@ class CoreRunner:
         from mnist_core import precision
 
         with precision.policy(self.config.precision):
-            return run_steps(self.program, self.iterator, self.config.steps_per_loop, total)
+            return run_steps(self.program, self.iterator, self.program.steps_per_loop, total)
 
     def calibrate(self, window_seconds: float, steps: Optional[int] = None) -> int:
         """Fixes the window length: ``steps``, or the steps that fill ``window_seconds``."""
@@ -180,7 +186,7 @@ class CoreRunner:
         self.run(1)
         seconds_per_step = time.perf_counter() - started
         if seconds_per_step < window_seconds:
-            spl = self.config.steps_per_loop
+            spl = self.program.steps_per_loop
             probe = min(spl, 5) if spl > 1 else 5
             started = time.perf_counter()
             self.run(probe)
@@ -301,6 +307,10 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                                             data, strategy)
                         runner.calibrate(settings.window_seconds)
                         core[(precision, jit, spl)] = runner
+            # mnist_core with default flags: --jit-compile auto (decided by timing, or from
+            # the cache of an earlier run on this machine) and automatic steps per loop.
+            defaults = CoreRunner(core_config(model, batch_size, 0, "auto", "float32", settings.seed), data, strategy)
+            defaults.calibrate(settings.window_seconds)
             fits = {}  # label -> (jit setting, FitRunner)
             if "fit" in suites:
                 reference = core.get(("float32", False, max_spl)) or next(iter(core.values()))
@@ -309,10 +319,12 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                              for jit in settings.jit]
                 for label, spe, jit in variants:
                     fits[label] = (jit, FitRunner(model, batch_size, data, reference.steps, settings.seed, spe, jit))
-            rates = {key: [] for key in [*core, *fits]}
+            DEFAULTS = ("mnist_core", "defaults")  # a key no fit label can be
+            rates = {key: [] for key in [*core, *fits, DEFAULTS]}
             for _ in range(settings.repeats):
                 for key, runner in core.items():
                     rates[key].append(runner.window())
+                rates[DEFAULTS].append(defaults.window())
                 for label, (_, runner) in fits.items():
                     rates[label].append(runner.window())
 
@@ -327,6 +339,25 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                 medians[(precision, jit, spl)] = m.median
                 rows.append([f"mnist_core {model}", batch_size, precision, "on" if jit else "off", spl, m.median,
                              min(m.samples), max(m.samples), runner.warmup_seconds, None])
+            decision = defaults.program.jit_decision
+            resolved = "auto→" + ("on" if defaults.program.jit else "off")
+            m = out.add(Measurement(
+                "train", f"mnist_core {model} (defaults)",
+                {"trainer": "mnist_core", "model": model, "batch_size": batch_size, "precision": "float32",
+                 "defaults": True, "jit_compile": "auto", "jit_compile_resolved": defaults.program.jit,
+                 "jit_decision": decision.to_dict(), "steps_per_loop": defaults.program.steps_per_loop,
+                 "timed_steps": defaults.steps, "replicas": replicas, "examples": data.num_train},
+                "images/s", rates[DEFAULTS], {"warmup_seconds": defaults.warmup_seconds}))
+            rows.append([f"mnist_core {model} (defaults)", batch_size, "float32", resolved,
+                         f"auto→{defaults.program.steps_per_loop}", m.median, min(m.samples), max(m.samples),
+                         defaults.warmup_seconds, None])
+            fixed = [key for key in medians if key[0] == "float32"]
+            if fixed:
+                best = max(fixed, key=medians.get)
+                out.add(Measurement("train", f"ratio defaults/best fixed {model}",
+                                    {"model": model, "batch_size": batch_size, "best_jit_compile": best[1],
+                                     "best_steps_per_loop": best[2], "defaults_jit_compile": defaults.program.jit},
+                                    "x", [d / b for d, b in zip(rates[DEFAULTS], rates[best])]))
             for label, (jit, runner) in fits.items():
                 m = out.add(Measurement(
                     "fit", f"model.fit {model} ({label})",
@@ -335,10 +366,17 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                      "jit_compile_resolved": runner.jit_compile_resolved, "timed_steps": runner.timed_steps,
                      "examples": data.num_train},
                     "images/s", rates[label], {"warmup_seconds": runner.warmup_seconds}))
-                # vs defaults: mnist_core's faster XLA setting; vs matched: the same one.
-                candidates = [key for key in medians if key[0] == "float32" and key[2] == max_spl
-                              and (jit == "auto" or key[1] == jit)]
+                # vs fit's defaults: mnist_core's defaults; vs matched: the same XLA setting.
                 ratio = None
+                if jit == "auto":
+                    paired = [c / f for c, f in zip(rates[DEFAULTS], rates[label])]
+                    r = out.add(Measurement("fit", f"ratio mnist_core/fit {model} ({label})",
+                                            {"model": model, "batch_size": batch_size, "fit": label,
+                                             "mnist_core_jit_compile": resolved,
+                                             "mnist_core_images_per_second": statistics.median(rates[DEFAULTS])},
+                                            "x", paired))
+                    ratio = r.median
+                candidates = [key for key in medians if key[0] == "float32" and key[2] == max_spl and key[1] == jit]
                 if candidates:
                     best = max(candidates, key=medians.get)
                     paired = [c / f for c, f in zip(rates[best], rates[label])]
@@ -351,7 +389,7 @@ def train_and_fit(out: Output, settings: Settings, data, suites: List[str], stra
                              "auto→" + ("on" if runner.jit_compile_resolved else "off") if jit == "auto"
                              else ("on" if jit else "off"), runner.spe, m.median, min(m.samples),
                              max(m.samples), runner.warmup_seconds, ratio])
-            del core, fits
+            del core, fits, defaults
     title = "train (mnist_core loop)" + (" vs model.fit" if "fit" in suites else "")
     out.table(f"{title}; ratio = mnist_core / fit (median of per-round ratios)",
               ["trainer", "batch", "precision", "jit", "spl/spe", "images/s", "min", "max", "warm-up s", "ratio"],
@@ -394,6 +432,7 @@ def scaling(out: Output, settings: Settings, data, common_args: List[str]) -> No
             records = _subprocess_suite([*common_args, "--suite", "train", "--models", model, "--batch-sizes",
                                          str(batch_size), "--steps-per-loop", str(spl), "--jit", "off",
                                          "--precisions", "float32", "--replicas", str(n)])
+            records = [r for r in records if not r["config"].get("defaults") and not r["name"].startswith("ratio")]
         for record in records:
             m = out.add(Measurement("scaling", f"replicas {n}", {**record["config"], "replicas": n},
                                     "images/s", record["samples"], {"warmup_seconds": record["warmup_seconds"]}))

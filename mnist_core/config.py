@@ -19,6 +19,7 @@ LR_SCHEDULES = ("constant", "cosine", "exponential")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ON_NONFINITE = ("stop", "skip")
+JIT_COMPILE = ("auto", "on", "off")
 
 # The learning rates of the tutorials this project replaces (Adadelta's 1.0 is the
 # classic Keras CNN example's), used when --lr is not given.
@@ -47,9 +48,14 @@ class TrainConfig:
         batch_size: Global batch size (summed over replicas).
         steps_per_loop: Training steps per compiled loop call; 0 picks about a tenth
             of an epoch (at most 100).
+        eval_batch_size: Batch size of evaluation (it keeps no activations for a
+            backward pass, so it can be larger than training's).
+        eval_every: Evaluate every N epochs (the last epoch always).
         val_split: Fraction of the training set held out for validation.
         seed: Seed of weights, shuffling and dropout.
-        jit_compile: Compile the per-replica step with XLA.
+        jit_compile: ``auto`` (compile the step with XLA where timing both shows it is
+            faster; see :mod:`mnist_core.autojit`), ``on`` or ``off``. ``True``/``False``
+            are read as on/off.
         strategy: ``default``, ``one_device``, ``mirrored`` or ``multi_worker``.
         cpu_replicas: With no GPU, split the CPU into this many logical devices (0: off).
         devices: Comma-separated GPU indices for ``mirrored``/``one_device``.
@@ -85,9 +91,11 @@ class TrainConfig:
     target_accuracy: float = 0.0
     batch_size: int = 128
     steps_per_loop: int = 0
+    eval_batch_size: int = 1024
+    eval_every: int = 1
     val_split: float = 0.0
     seed: int = 42
-    jit_compile: bool = False
+    jit_compile: str = "auto"
     strategy: str = "default"
     cpu_replicas: int = 0
     devices: Optional[str] = None
@@ -108,6 +116,8 @@ class TrainConfig:
     callbacks: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.jit_compile, bool):  # earlier configs and TOML's true/false
+            object.__setattr__(self, "jit_compile", "on" if self.jit_compile else "off")
         if isinstance(self.callbacks, str):
             object.__setattr__(self, "callbacks", (self.callbacks,))
         elif isinstance(self.callbacks, list):
@@ -121,10 +131,13 @@ class TrainConfig:
         _choice("--strategy", self.strategy, STRATEGIES)
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
+        _choice("--jit-compile", self.jit_compile, JIT_COMPILE)
         _positive_int("--epochs", self.epochs)
         _positive_int("--batch-size", self.batch_size)
         _positive_int("--keep-checkpoints", self.keep_checkpoints)
         _positive_int("--synthetic-train-size", self.synthetic_train_size)
+        _positive_int("--eval-batch-size", self.eval_batch_size)
+        _positive_int("--eval-every", self.eval_every)
         for flag, value in (
             ("--steps-per-loop", self.steps_per_loop),
             ("--cpu-replicas", self.cpu_replicas),

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_core import actions as actions_lib
+from mnist_core import autojit
 from mnist_core import data as data_lib
 from mnist_core import keras_protocol
 from mnist_core import loop as loop_lib
@@ -167,15 +168,47 @@ class Program:
     spec: model_lib.ModelSpec
     model: keras.Model
     optimizer: keras.optimizers.Optimizer
-    train_loop: Callable
-    eval_loop: Callable
+    train_loops: Dict[bool, Callable]
+    eval_loops: Dict[bool, Callable]
     steps_per_epoch: int
     steps_per_loop: int
     protocol: Tuple[str, ...] = ()
+    jit: Optional[bool] = None
+    jit_decision: Optional[autojit.JitDecision] = None
 
     @property
     def keras_protocol(self) -> bool:
         return bool(self.protocol)
+
+    @property
+    def train_loop(self) -> Callable:
+        """The compiled training loop (with or without XLA, as decided)."""
+        if self.jit is None:
+            raise RuntimeError("--jit-compile auto is not decided yet: call resolve_jit() first")
+        return self.train_loops[self.jit]
+
+    @property
+    def eval_loop(self) -> Callable:
+        if self.jit is None:
+            raise RuntimeError("--jit-compile auto is not decided yet: call resolve_jit() first")
+        return self.eval_loops[self.jit]
+
+    def resolve_jit(self) -> autojit.JitDecision:
+        """Decides ``--jit-compile auto`` by timing both loops (or from the cache); returns the decision."""
+        if self.jit is None:
+            config = self.config
+
+            def make_iterator():
+                # Random batches of the run's shape: the timing depends on shapes, not pixels.
+                return self.train_iterator(data_lib.synthetic(config.batch_size, test_size=1, seed=0))
+
+            key = autojit.cache_key(config, self.model, self.spec.factory, self.strategy.num_replicas_in_sync,
+                                    self.steps_per_loop)
+            variables = [*self.model.variables, *self.optimizer.variables]
+            self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
+                                               min(self.steps_per_loop, 10), key, after=self.model.reset_metrics)
+            self.jit = self.jit_decision.choice
+        return self.jit_decision
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -193,9 +226,13 @@ class Program:
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
     def eval_input(self, images: np.ndarray, labels: np.ndarray):
-        """A distributed, finite evaluation dataset (every example exactly once)."""
-        dataset = data_lib.eval_dataset(images, labels, batch_size=self.config.batch_size,
-                                        input_shape=self.input_shape)
+        """A distributed, finite evaluation dataset (every example exactly once).
+
+        Batched by ``--eval-batch-size`` (evaluation keeps no activations for a backward
+        pass, so its batches can be much larger than training's, and fewer calls cost less).
+        """
+        batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
+        dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
 
     def trace(self, iterator, eval_inputs: Sequence) -> None:
@@ -206,13 +243,15 @@ class Program:
         traced twice.
         """
         where = f"--model {self.spec.name!r}"
-        train_methods = [m for m in self.protocol if m != "test_step"] or []
-        with keras_protocol.traced_user_code(self.model, where, train_methods):
-            self.train_loop.get_concrete_function(iterator, tf.TensorSpec([], tf.int32))
+        train_methods = [m for m in self.protocol if m != "test_step"]
+        for train_loop in self.train_loops.values():  # both variants while --jit-compile auto is open
+            with keras_protocol.traced_user_code(self.model, where, train_methods):
+                train_loop.get_concrete_function(iterator, tf.TensorSpec([], tf.int32))
         eval_methods = [m for m in self.protocol if m != "train_step"]
-        for dataset in eval_inputs[:1]:  # every evaluation set has the same element type
-            with keras_protocol.traced_user_code(self.model, where, eval_methods):
-                self.eval_loop.get_concrete_function(dataset)
+        for eval_loop in self.eval_loops.values():
+            for dataset in eval_inputs[:1]:  # every evaluation set has the same element type
+                with keras_protocol.traced_user_code(self.model, where, eval_methods):
+                    eval_loop.get_concrete_function(dataset)
 
     def run_steps(self, iterator, steps: int) -> Dict:
         """One compiled loop call of ``steps`` steps; the result as Python numbers."""
@@ -251,7 +290,8 @@ def _has_synchronized_batchnorm(model) -> bool:
 
 def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
                  on_trace: Optional[Callable[[], None]] = None,
-                 spec: Optional[model_lib.ModelSpec] = None) -> Program:
+                 spec: Optional[model_lib.ModelSpec] = None, *, decide_jit: bool = True,
+                 recorded_jit: Optional[bool] = None) -> Program:
     """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
 
     Args:
@@ -260,6 +300,9 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         num_train: Training examples (for the steps per epoch).
         on_trace: Called whenever the training loop is traced (tests count traces).
         spec: The model to build; default ``config.model`` from the registry.
+        decide_jit: Decide ``--jit-compile auto`` now (by timing); the trainer decides
+            later, after tracing the user's code, with ``program.resolve_jit()``.
+        recorded_jit: The choice a resumed run recorded when it started.
 
     Raises:
         ConfigError: the batch size does not divide over the replicas or exceeds the
@@ -294,30 +337,64 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
         keras_protocol.compile_model(model, optimizer, spec.input_shape, where)
-    if config.jit_compile and replicas > 1 and _has_synchronized_batchnorm(model):
+    plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
+    if config.jit_compile == "on" and replicas > 1 and _has_synchronized_batchnorm(model):
         raise ConfigError(
             f"--jit-compile: the model has synchronized BatchNormalization, whose statistics are all-reduced "
             f"across the {replicas} replicas inside the forward pass, and a cross-replica all-reduce cannot run "
             "inside an XLA cluster; drop --jit-compile or --sync-batchnorm"
         )
     health = dict(variables=model.trainable_variables, skip_counter=optim.skipped_updates(optimizer))
-    if protocol:
-        train_step = keras_protocol.make_train_step(model, optimizer, jit_compile=config.jit_compile,
-                                                    num_replicas=replicas, where=where)
-        train_loop = loop_lib.make_keras_train_loop(strategy, loop_lib.make_keras_step(strategy, train_step),
-                                                    on_trace=on_trace, **health)
-        eval_loop = loop_lib.make_keras_eval_loop(
-            strategy, loop_lib.make_keras_step(strategy, keras_protocol.make_test_step(model)))
-    else:
-        train_step = step_lib.make_train_step(model, optimizer, config.batch_size,
-                                              jit_compile=config.jit_compile, num_replicas=replicas)
-        train_loop = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
-        eval_loop = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model))
-    return Program(
+    train_loops, eval_loops = {}, {}
+    for jit in ([plan.choice] if plan is not None else [False, True]):
+        if protocol:
+            train_step = keras_protocol.make_train_step(model, optimizer, jit_compile=jit, num_replicas=replicas,
+                                                        where=where)
+            train_loops[jit] = loop_lib.make_keras_train_loop(
+                strategy, loop_lib.make_keras_step(strategy, train_step), on_trace=on_trace, **health)
+            eval_loops[jit] = loop_lib.make_keras_eval_loop(
+                strategy, loop_lib.make_keras_step(strategy, keras_protocol.make_test_step(model, jit_compile=jit)))
+        else:
+            train_step = step_lib.make_train_step(model, optimizer, config.batch_size, jit_compile=jit,
+                                                  num_replicas=replicas)
+            train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
+            eval_loops[jit] = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model, jit_compile=jit))
+    program = Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
-        train_loop=train_loop, eval_loop=eval_loop, steps_per_epoch=steps_per_epoch,
+        train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
         steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch), protocol=protocol,
+        jit=None if plan is None else plan.choice, jit_decision=plan,
     )
+    if decide_jit:
+        program.resolve_jit()
+    return program
+
+
+# Deciding --jit-compile auto times both loops for a few calls each (about 80 steps and two
+# compilations): a run shorter than this keeps XLA off rather than spend more than it saves.
+AUTO_JIT_MIN_STEPS = 400
+
+
+def _jit_plan(config: TrainConfig, replicas: int, model, protocol, steps_per_epoch: int,
+              recorded: Optional[bool]) -> Optional[autojit.JitDecision]:
+    """``--jit-compile`` resolved without timing where it can be; None: time both."""
+    if config.jit_compile in ("on", "off"):
+        return autojit.JitDecision(config.jit_compile == "on", "forced")
+    if recorded is not None:
+        return autojit.JitDecision(recorded, "recorded")
+    reason = None
+    if config.deterministic:
+        reason = "--deterministic: a choice must not depend on timing, and XLA is not deterministic for every op"
+    elif config.strategy == "multi_worker":
+        reason = "multi_worker: every worker must compile the same program, and their timings differ"
+    elif replicas > 1 and "train_step" in protocol:
+        reason = "the model's own train_step cannot run under XLA on several replicas"
+    elif replicas > 1 and _has_synchronized_batchnorm(model):
+        reason = "synchronized BatchNormalization cannot run under XLA on several replicas"
+    elif config.epochs * steps_per_epoch < AUTO_JIT_MIN_STEPS:
+        reason = (f"a run of {config.epochs * steps_per_epoch} steps: timing both would cost more than it saves "
+                  f"(under {AUTO_JIT_MIN_STEPS})")
+    return autojit.JitDecision(False, reason) if reason else None
 
 
 # Flags whose change on --resume would silently change what the saved steps and weights
@@ -335,6 +412,8 @@ def run_record(program: "Program", data: data_lib.MnistData) -> Dict:
         "num_replicas": program.strategy.num_replicas_in_sync,
         "num_train": data.num_train,
         "steps_per_epoch": program.steps_per_epoch,
+        "jit_compile_resolved": program.jit,
+        "jit_decision": program.jit_decision.to_dict() if program.jit_decision else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mnist_core": _version()},
     }
 
@@ -515,8 +594,11 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         data = self._load_data()
+        record = rundir.read_run_record(out) if config.resume else None
+        recorded_jit = (record or {}).get("jit_compile_resolved") if config.jit_compile == "auto" else None
         with precision.policy(config.precision):
-            program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec)
+            program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
+                                   decide_jit=False, recorded_jit=recorded_jit)
             self.model = program.model
             if config.resume:
                 check_resume(config, program, data, out, self.reporter)
@@ -525,6 +607,9 @@ class Trainer:
             eval_data = self._eval_inputs(program, data)
             program.trace(iterator, list(eval_data.values()))
             self._check_target_metric(program, eval_data)
+            decision = program.resolve_jit()
+            if config.jit_compile == "auto":
+                self.reporter.info(decision.describe())
             scratch = None if chief else Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
             try:
                 with rundir.locked(out if chief else None):
@@ -580,7 +665,8 @@ class Trainer:
 
     def _check_target_metric(self, program: Program, eval_data: Dict) -> None:
         if self.config.target_accuracy and program.keras_protocol:
-            structure = program.eval_loop.get_concrete_function(eval_data["test"]).structured_outputs["logs"]
+            eval_loop = next(iter(program.eval_loops.values()))  # the variants return the same logs
+            structure = eval_loop.get_concrete_function(eval_data["test"]).structured_outputs["logs"]
             if "accuracy" not in structure:
                 raise ConfigError(f"--target-accuracy: the model's test_step reports no 'accuracy' "
                                   f"(it returns {', '.join(sorted(structure)) or 'nothing'})")
@@ -653,13 +739,17 @@ class Trainer:
                 break
 
     def _evaluate_epoch(self, run: Run, actions, eval_data: Dict, epoch: int, epoch_started: float) -> Dict:
-        program = run.program
+        """The epoch's history entry; evaluated on every ``--eval-every``-th epoch, the run's
+        last, and one that ends the run early."""
+        program, config = run.program, self.config
         train_seconds = time.perf_counter() - epoch_started
         entry: Dict = {"epoch": epoch + 1}
         for key, value in run.meter.final_logs().items():
             entry[f"train_{key}"] = value
+        evaluate = ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+                    or run.stop_reason is not None)
         eval_started = time.perf_counter()
-        for name, dataset in eval_data.items():
+        for name, dataset in (eval_data.items() if evaluate else ()):
             for action in actions:
                 action.on_evaluate_begin(run, name)
             logs, count = program.evaluate(dataset)
@@ -689,7 +779,7 @@ class Trainer:
             # A callback (EarlyStopping(restore_best_weights=True)) replaced the weights
             # after the last evaluation: report what model.keras holds.
             self.reporter.info("the weights were changed by a callback after the last epoch; evaluating them")
-        if restored_by_callback or not final:
+        if restored_by_callback or "test_examples" not in final:
             for name, dataset in eval_data.items():
                 logs, count = program.evaluate(dataset)
                 final.update({f"{name}_{key}": value for key, value in logs.items()})
@@ -708,7 +798,7 @@ class Trainer:
         summary = {
             "test_accuracy": final.get("test_accuracy"),
             "test_loss": final.get("test_loss"),
-            "test_examples": final["test_examples"],
+            "test_examples": final.get("test_examples"),
             "metrics": {k: v for k, v in final.items()
                         if k.startswith(("train_", "test_", "val_")) and k not in ("train_seconds",)},
             "images_per_second": self._timed_images / self._timed_seconds if self._timed_seconds else None,
@@ -717,6 +807,8 @@ class Trainer:
             "steps": run.step,
             "steps_per_epoch": program.steps_per_epoch,
             "steps_per_loop": program.steps_per_loop,
+            "jit_compile": program.jit,
+            "jit_decision": program.jit_decision.to_dict() if program.jit_decision else None,
             "num_replicas": program.strategy.num_replicas_in_sync,
             "dataset": data.describe(),
             "input_shape": list(program.input_shape),

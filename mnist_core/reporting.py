@@ -81,9 +81,12 @@ class Reporter:
         train = format_metrics(_group(entry, "train"))
         evaluated = " ".join(format_metrics(_group(entry, name), prefix=f"{name}_")
                              for name in _eval_sets(entry))
+        seconds = f"{entry['seconds']:.1f}s"
+        if evaluated:
+            seconds += f" (eval {entry.get('eval_seconds', 0.0):.1f}s)"
         self.console.print(
-            f"epoch {entry['epoch']}: {train} {evaluated}"
-            f" {_fmt(entry['images_per_second'], ',.0f')} img/s {entry['seconds']:.1f}s",
+            f"epoch {entry['epoch']}: {train}{' ' + evaluated if evaluated else ''}"
+            f" {_fmt(entry['images_per_second'], ',.0f')} img/s {seconds}",
             highlight=False,
             markup=False,
         )

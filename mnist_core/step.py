@@ -96,17 +96,20 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     return train_step
 
 
-def make_eval_step(model) -> Callable:
+def make_eval_step(model, *, jit_compile: bool = False) -> Callable:
     """Returns ``step(batch) -> {"loss", "correct", "count"}`` sums for one replica.
 
     ``loss`` is the *sum* over this replica's examples of cross-entropy plus the
     regulariser (as Keras' ``evaluate`` reports it), so dividing the global sum by the
     global count weights every example once, whatever the split. A replica may receive
-    an empty final batch; it then contributes zeros.
+    an empty final batch; it then contributes zeros. ``jit_compile`` compiles the step
+    with XLA (no cross-replica communication happens inside it, on any strategy).
     """
 
     def eval_step(batch) -> Dict[str, tf.Tensor]:
-        images, labels = batch
+        return sums(*batch)
+
+    def sums(images, labels) -> Dict[str, tf.Tensor]:
         logits = model(images, training=False)
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         loss_sum = tf.reduce_sum(per_example_loss(labels, logits))
@@ -116,4 +119,6 @@ def make_eval_step(model) -> Callable:
             loss_sum += tf.where(count > 0, regularization_loss(model) * count, 0.0)
         return {"loss": loss_sum, "correct": _correct(labels, logits), "count": count}
 
+    if jit_compile:
+        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
     return eval_step

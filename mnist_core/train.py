@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 from mnist_core import cli
 from mnist_core.config import (
     DATASETS,
+    JIT_COMPILE,
     LR_SCHEDULES,
     ON_NONFINITE,
     OPTIMIZERS,
@@ -62,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution")
     g.add_argument("--steps-per-loop", dest="steps_per_loop", type=cli.non_negative_int, metavar="N",
                    help="steps per compiled loop call (default 0: ~1/10 epoch, at most 100)")
-    g.add_argument("--jit-compile", dest="jit_compile", action="store_true", help="compile the step with XLA")
+    g.add_argument("--jit-compile", dest="jit_compile", nargs="?", const="on", choices=JIT_COMPILE,
+                   help="XLA: auto (default: on where timing shows it is faster, decided once per machine and "
+                        "model), on (also a bare --jit-compile) or off")
+    g.add_argument("--eval-batch-size", dest="eval_batch_size", type=cli.positive_int, metavar="N",
+                   help=f"batch size of evaluation (default {d.eval_batch_size})")
+    g.add_argument("--eval-every", dest="eval_every", type=cli.positive_int, metavar="N",
+                   help="evaluate every N epochs; the last epoch always (default 1)")
     g.add_argument("--strategy", choices=STRATEGIES, help=f"tf.distribute strategy (default {d.strategy})")
     g.add_argument("--cpu-replicas", dest="cpu_replicas", type=cli.non_negative_int, metavar="N",
                    help="with no GPU: split the CPU into N logical devices for --strategy mirrored")

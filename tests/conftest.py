@@ -16,6 +16,8 @@ import pytest
 os.environ["MNIST_CORE_NO_DOWNLOAD"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("MNIST_CORE_DATA_DIR", None)
+# --jit-compile auto caches its decisions: in a directory of this test session, never ~/.cache.
+os.environ["MNIST_CORE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="mnist_core_test_cache_")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

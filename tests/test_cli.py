@@ -22,7 +22,8 @@ def test_train_then_evaluate_end_to_end(idx_dir, tmp_path):
     # stdout is not a terminal here: plain one-line-per-epoch logs, then the result line.
     lines = result.stdout.splitlines()
     assert lines[0].startswith("data: mnist from IDX files in")
-    assert [line.split(":")[0] for line in lines[1:4]] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert lines[1].startswith("--jit-compile auto: off (a run of 24 steps")
+    assert [line.split(":")[0] for line in lines[2:5]] == ["epoch 1", "epoch 2", "epoch 3"]
     assert lines[-1].startswith("test_accuracy ")
 
     history = json.loads((out / "history.json").read_text())

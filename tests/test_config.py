@@ -71,7 +71,7 @@ def test_config_file_with_flag_overrides(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('model = "lenet"\nepochs = 7\nbatch-size = 256\njit_compile = true\n')
     config = config_from_args(["--config", str(path), "--epochs", "2"])
-    assert (config.model, config.epochs, config.batch_size, config.jit_compile) == ("lenet", 2, 256, True)
+    assert (config.model, config.epochs, config.batch_size, config.jit_compile) == ("lenet", 2, 256, "on")
 
 
 def test_summary_config_feeds_back(tmp_path):
@@ -89,7 +89,7 @@ def test_summary_config_feeds_back(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("epochs = [", "not valid TOML"),
     ('epochs = "3"', "--epochs must be an integer"),
-    ("jit_compile = 1", "--jit-compile must be true or false"),
+    ("jit_compile = 1", "--jit-compile must be one of auto, on, off; got 1"),
     ("batchsize = 3", "unknown configuration key(s): batchsize"),
 ])
 def test_bad_config_file_names_file_and_problem(tmp_path, text, message):
