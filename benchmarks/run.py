@@ -21,6 +21,7 @@ from mnist_core import cli
 
 PROG = "benchmarks.run"
 SUITES = ("pipeline", "train", "fit", "scaling", "tta")
+OPTIONAL_SUITES = ("peers",)  # PyTorch and JAX, with the [peers] extra; only when asked for
 INTERNAL_SUITES = ("epoch",)  # run by scaling in a fresh process
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -54,7 +55,8 @@ def _on_off(text: str) -> bool:
 def build_parser():
     p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--suite", type=_list(str), default=list(SUITES),
-                   help=f"comma-separated suites out of {','.join(SUITES)} (default: all)")
+                   help=f"comma-separated suites out of {','.join(SUITES + OPTIONAL_SUITES)} (default: all but "
+                        "peers, which needs the [peers] extra)")
     p.add_argument("--json", metavar="PATH", help="write one JSON object per measurement to PATH")
     p.add_argument("--quick", action="store_true", help="reduced grid (about 1.5 minutes on 2 CPU cores)")
     p.add_argument("--data-dir", metavar="DIR",
@@ -103,9 +105,10 @@ def settings_from(args):
 def _check(args, parser) -> None:
     from mnist_core.config import PRECISIONS
 
-    unknown = [s for s in args.suite if s not in SUITES + INTERNAL_SUITES]
+    unknown = [s for s in args.suite if s not in SUITES + OPTIONAL_SUITES + INTERNAL_SUITES]
     if unknown:
-        parser.error(f"--suite: unknown suite(s) {','.join(unknown)}; choose from {','.join(SUITES)}")
+        parser.error(f"--suite: unknown suite(s) {','.join(unknown)}; choose from "
+                     f"{','.join(SUITES + OPTIONAL_SUITES)}")
     bad = [p for p in (args.precisions or []) if p not in PRECISIONS]
     if bad:
         parser.error(f"--precisions: unknown {','.join(bad)}; choose from {','.join(PRECISIONS)}")
@@ -156,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             out.console.print(f"machine: {out.machine['device']}, {out.machine['cpu']}, "
                               f"TensorFlow {out.machine['tensorflow']}, Keras {out.machine['keras']}")
-        need_data = {"pipeline", "train", "fit", "epoch", "scaling"} & set(args.suite)
+        need_data = {"pipeline", "train", "fit", "epoch", "scaling", "peers"} & set(args.suite)
         data, data_dir = load_data(args.data_dir, settings.seed) if need_data else (None, None)
         if data is not None and not args.no_tables:
             out.console.print(f"data: {data.describe()}")
@@ -173,6 +176,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             suites.scaling(out, settings, data, common)
         if "tta" in args.suite:
             suites.tta(out, settings, args.shared_data)
+        if "peers" in args.suite:
+            from benchmarks import peers
+
+            peers.peers(out, settings, data)
         if args.json and not args.no_tables:
             out.console.print(f"wrote {len(out.measurements)} measurements to {args.json}")
 

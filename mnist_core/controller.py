@@ -175,6 +175,7 @@ class Program:
     protocol: Tuple[str, ...] = ()
     jit: Optional[bool] = None
     jit_decision: Optional[autojit.JitDecision] = None
+    jit_key: Optional[str] = None
 
     @property
     def keras_protocol(self) -> bool:
@@ -202,11 +203,10 @@ class Program:
                 # Random batches of the run's shape: the timing depends on shapes, not pixels.
                 return self.train_iterator(data_lib.synthetic(config.batch_size, test_size=1, seed=0))
 
-            key = autojit.cache_key(config, self.model, self.spec.factory, self.strategy.num_replicas_in_sync,
-                                    self.steps_per_loop)
             variables = [*self.model.variables, *self.optimizer.variables]
             self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
-                                               min(self.steps_per_loop, 10), key, after=self.model.reset_metrics)
+                                               min(self.steps_per_loop, 10), self.jit_key,
+                                               after=self.model.reset_metrics)
             self.jit = self.jit_decision.choice
         return self.jit_decision
 
@@ -337,7 +337,13 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
         keras_protocol.compile_model(model, optimizer, spec.input_shape, where)
+    steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
+    jit_key = None
+    if plan is None:
+        # A decision cached by an earlier run: build (and trace) only the variant it chose.
+        jit_key = autojit.cache_key(config, model, spec.factory, replicas, steps_per_loop)
+        plan = autojit.cached(jit_key)
     if config.jit_compile == "on" and replicas > 1 and _has_synchronized_batchnorm(model):
         raise ConfigError(
             f"--jit-compile: the model has synchronized BatchNormalization, whose statistics are all-reduced "
@@ -362,8 +368,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     program = Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
-        steps_per_loop=config.steps_per_loop or auto_steps_per_loop(steps_per_epoch), protocol=protocol,
-        jit=None if plan is None else plan.choice, jit_decision=plan,
+        steps_per_loop=steps_per_loop, protocol=protocol,
+        jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
     if decide_jit:
         program.resolve_jit()

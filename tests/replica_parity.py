@@ -2,11 +2,11 @@
 
 Run as a script (the CPU must be split into 2 logical devices before TensorFlow starts):
 
-    python tests/replica_parity.py MODEL[,MODEL...] BATCH[,BATCH...] [--jit]
+    python tests/replica_parity.py MODEL[+jit][,MODEL[+jit]...] BATCH[,BATCH...]
 
 Prints one JSON line per (model, batch): the largest weight difference after the step
 and both losses. Both programs are built by ``controller.make_program``, exactly as a run
-builds them; the single-replica one never uses XLA, so ``--jit`` compares mirrored+XLA
+builds them; the single-replica one never uses XLA, so ``MODEL+jit`` compares mirrored+XLA
 against the plain step.
 """
 
@@ -28,7 +28,7 @@ def _norm(a, b):
     return float(np.sqrt(sum(np.sum((x.astype(np.float64) - y) ** 2) for x, y in zip(a, b))))
 
 
-def main(models, batches, jit):
+def main(models, batches):
     import keras
     import tensorflow as tf
 
@@ -38,7 +38,9 @@ def main(models, batches, jit):
     mirrored_config = TrainConfig(strategy="mirrored", cpu_replicas=2)
     strategy_lib.configure_devices(mirrored_config)
     strategies = {"single": tf.distribute.get_strategy(), "mirrored": strategy_lib.make_strategy(mirrored_config)}
-    for model in models:
+    for entry in models:
+        model, _, option = entry.partition("+")
+        jit = option == "jit"
         for batch in batches:
             images, labels = learnable_digits(2 * batch, seed=batch)
             data = data_lib.MnistData(images, labels, images[:10], labels[:10], "mnist", "generated")
@@ -46,7 +48,7 @@ def main(models, batches, jit):
             for name, strategy in strategies.items():
                 keras.utils.set_random_seed(batch)
                 config = TrainConfig(model=f"parity_models:{model}", optimizer="sgd", lr=0.1, momentum=0.0,
-                                     batch_size=batch, jit_compile=jit and name == "mirrored",
+                                     batch_size=batch, jit_compile="on" if jit and name == "mirrored" else "off",
                                      **({"strategy": "mirrored", "cpu_replicas": 2} if name == "mirrored" else {}))
                 programs[name] = make_program(config, strategy, data.num_train)
             initial = programs["single"].model.get_weights()
@@ -67,4 +69,4 @@ def main(models, batches, jit):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1].split(","), [int(b) for b in sys.argv[2].split(",")], "--jit" in sys.argv[3:])
+    main(sys.argv[1].split(","), [int(b) for b in sys.argv[2].split(",")])

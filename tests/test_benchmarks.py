@@ -120,3 +120,24 @@ def test_peak_memory_of_a_child_is_its_own_not_its_parents():
                            cwd=REPO, capture_output=True, text=True, check=True)
     assert 0 < float(child.stdout) < 256, child.stdout
     del ballast
+
+
+def test_peers_suite_runs_with_whatever_is_installed(tmp_path):
+    from benchmarks.peers import missing
+
+    data = make_idx_dir(tmp_path / "data", n_train=640, n_test=100)
+    out = tmp_path / "peers.jsonl"
+    result = run_cli("benchmarks.run", "--suite", "peers", "--data-dir", str(data), "--models", "mlp",
+                     "--batch-sizes", "64", "--window-seconds", "0.01", "--repeats", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    names = {r["name"] for r in records}
+    assert "mnist_core mlp" in names
+    absent = missing()
+    for framework in ("torch", "jax"):
+        said = f"peers: {framework} is not available here" in result.stdout
+        assert said == (framework in absent), result.stdout
+    if "jax" not in absent:
+        assert "ratio mnist_core/jax.jit mlp" in names
+    if "torch" not in absent:
+        assert "ratio mnist_core/torch eager mlp" in names
