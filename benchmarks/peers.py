@@ -13,6 +13,9 @@ ratio is the median of the per-round ratios.
 * ``mnist_core``: the default flags (``--jit-compile auto``, automatic steps per loop).
 
 Batches are drawn from the in-memory arrays by one gather per step in every framework.
+Each peer runs in a process of its own (spawned; the parent asks it for a window at its
+turn in the round): TensorFlow, PyTorch's Linux wheel (with Triton's LLVM) and JAX crash
+or compete for threads when loaded into one process.
 PyTorch and JAX come with the optional extra ``pip install -e ".[peers]"``; a framework
 that cannot be imported is reported in one line and the rest runs.
 """
@@ -110,6 +113,12 @@ class TorchRunner(_Runner):
         import torch.nn.functional as F
 
         gc.collect()
+        try:  # its own loggers reset levels when it loads; "No CUDA runtime" is not our output
+            import logging
+
+            torch._logging.set_logs(all=logging.ERROR)
+        except Exception:
+            pass
         torch.manual_seed(seed)
         torch.set_num_threads(os.cpu_count() or 1)
         self.batch_size = batch_size
@@ -147,7 +156,7 @@ class TorchRunner(_Runner):
         self.loss = self.train_step(self.x.index_select(0, index), self.y.index_select(0, index))
 
     def _sync(self) -> None:
-        float(self.loss)
+        float(self.loss.detach())
 
 
 # --------------------------------------------------------------------------- JAX
@@ -298,6 +307,70 @@ class JaxRunner(_Runner):
 # --------------------------------------------------------------------------- the suite
 
 
+def _make_runner(kind: str, model: str, batch_size: int, data, seed: int) -> _Runner:
+    if kind == "torch eager":
+        return TorchRunner(model, batch_size, data, seed)
+    if kind == "torch.compile":
+        return TorchRunner(model, batch_size, data, seed, compile_step=True)
+    return JaxRunner(model, batch_size, data, seed)
+
+
+def _serve(conn, kind: str, model: str, batch_size: int, data, seed: int, window_seconds: float) -> None:
+    """A peer's runner in a process of its own, timing a window whenever the parent asks.
+
+    Each framework gets its own process: TensorFlow, PyTorch (whose Linux wheel loads
+    Triton's LLVM) and JAX (XLA's) crash or fight over threads when loaded together.
+    """
+    import logging
+    import warnings
+
+    # Their start-up notices ("No CUDA runtime is found") are not this benchmark's output.
+    warnings.filterwarnings("ignore")
+    for name in ("torch", "jax", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    try:
+        runner = _make_runner(kind, model, batch_size, data, seed)
+        runner.calibrate(window_seconds)
+    except Exception as e:  # e.g. torch.compile without a working C++ compiler
+        conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"))
+        return
+    conn.send(("ready", runner.warmup_seconds, runner.parameters, runner.steps))
+    while conn.recv() == "window":
+        conn.send(runner.window())
+
+
+class _RemoteRunner:
+    """The parent's handle on a peer runner living in its own process."""
+
+    def __init__(self, kind, model, batch_size, data, seed, window_seconds):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, kind, model, batch_size, data, seed,
+                                                             window_seconds), daemon=True)
+        self._process.start()
+        reply = self._conn.recv()
+        if reply[0] == "error":
+            self.close()
+            raise RuntimeError(reply[1])
+        _, self.warmup_seconds, self.parameters, self.steps = reply
+
+    def window(self) -> float:
+        self._conn.send("window")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        try:
+            self._conn.send("stop")
+        except (OSError, EOFError):
+            pass
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
 def peers(out: Output, settings, data) -> None:
     """images/s of every peer beside mnist_core's defaults, windows interleaved in rounds."""
     from benchmarks.suites import CoreRunner, core_config
@@ -306,32 +379,30 @@ def peers(out: Output, settings, data) -> None:
     for name, reason in absent.items():
         out.console.print(f"peers: {name} is not available here ({reason}); "
                           f"pip install -e \".[peers]\" to compare with it", highlight=False, markup=False)
-    factories: Dict[str, Callable] = {}
-    if "torch" not in absent:
-        factories["torch eager"] = lambda m, b: TorchRunner(m, b, data, settings.seed)
-        factories["torch.compile"] = lambda m, b: TorchRunner(m, b, data, settings.seed, compile_step=True)
-    if "jax" not in absent:
-        factories["jax.jit"] = lambda m, b: JaxRunner(m, b, data, settings.seed)
+    kinds = [kind for kind in PEERS if kind.split(" ")[0].split(".")[0] not in absent]
     rows: List[List] = []
     for model in settings.models:
         for batch_size in settings.batch_sizes:
-            runners = {"mnist_core": CoreRunner(core_config(model, batch_size, 0, "auto", "float32", settings.seed),
-                                                data)}
-            for name, factory in factories.items():
+            runners: Dict[str, object] = {}
+            core = CoreRunner(core_config(model, batch_size, 0, "auto", "float32", settings.seed), data)
+            core.calibrate(settings.window_seconds)
+            runners["mnist_core"] = core
+            for kind in kinds:
                 try:
-                    runners[name] = factory(model, batch_size)
-                except Exception as e:  # e.g. torch.compile without a working compiler
-                    out.console.print(f"peers: {name} {model} could not run ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:160] if str(e) else ''})", highlight=False,
-                                      markup=False)
-            for runner in runners.values():
-                runner.calibrate(settings.window_seconds)
+                    runners[kind] = _RemoteRunner(kind, model, batch_size, data, settings.seed,
+                                                  settings.window_seconds)
+                except Exception as e:
+                    out.console.print(f"peers: {kind} {model} could not run ({e})", highlight=False, markup=False)
             rates = {name: [] for name in runners}
-            for round_index in range(settings.repeats):
-                order = list(runners) if round_index % 2 == 0 else list(runners)[::-1]
-                for name in order:
-                    rates[name].append(runners[name].window())
-            core = runners["mnist_core"]
+            try:
+                for round_index in range(settings.repeats):
+                    order = list(runners) if round_index % 2 == 0 else list(runners)[::-1]
+                    for name in order:
+                        rates[name].append(runners[name].window())
+            finally:
+                for name, runner in runners.items():
+                    if name != "mnist_core":
+                        runner.close()
             for name, runner in runners.items():
                 config = {"trainer": name, "model": model, "batch_size": batch_size, "examples": data.num_train,
                           "timed_steps": runner.steps}
@@ -350,6 +421,6 @@ def peers(out: Output, settings, data) -> None:
                                                 paired)).median
                 rows.append([f"{name} {model}", batch_size, m.median, min(m.samples), max(m.samples),
                              runner.warmup_seconds, ratio])
-            del runners
+            del runners, core
     out.table("peers: the same models in PyTorch and JAX; ratio = mnist_core (default flags) / peer",
               ["trainer", "batch", "images/s", "min", "max", "warm-up s", "ratio"], rows)

@@ -15,7 +15,8 @@ from mnist_core.errors import ConfigError
 
 DATASETS = ("mnist", "fashion_mnist", "synthetic")
 OPTIMIZERS = ("adam", "rmsprop", "adadelta", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "onecycle")
+AUGMENT = ("off", "auto", "digits", "clothing")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ON_NONFINITE = ("stop", "skip")
@@ -41,6 +42,19 @@ class TrainConfig:
         lr: Initial learning rate; ``None`` takes the optimizer's tutorial default.
         lr_schedule: ``constant``, ``cosine`` (to 0 over the run) or ``exponential``.
         lr_decay_rate: Per-epoch decay factor of the ``exponential`` schedule.
+        warmup_epochs: Linear learning-rate warm-up over this many epochs (0: none); with
+            ``onecycle``, the length of its rising phase.
+        weight_decay: Decoupled weight decay (AdamW-style; Keras' ``weight_decay``).
+        clipnorm: Clip each gradient to this norm (0: off).
+        global_clipnorm: Clip all gradients together to this global norm (0: off).
+        ema: Keep an exponential moving average of the weights with this momentum (0:
+            off); evaluation, ``model.keras`` and the SavedModel use the average.
+        grad_accum_steps: Apply one update per this many batches (effective batch =
+            ``grad_accum_steps * batch_size``); schedules count updates.
+        label_smoothing: Smooth the training targets by this much (0: off).
+        augment: Random shifts/rotations/zoom (``digits``) or shifts/flips/zoom
+            (``clothing``) of training batches in the input pipeline, deterministic per
+            seed and step; ``auto`` picks by dataset; never applied to evaluation.
         momentum: Momentum of ``sgd``.
         epochs: Number of passes over the training set.
         target_accuracy: Stop after the first epoch whose test accuracy reaches this
@@ -86,6 +100,14 @@ class TrainConfig:
     lr: Optional[float] = None
     lr_schedule: str = "constant"
     lr_decay_rate: float = 0.9
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    clipnorm: float = 0.0
+    global_clipnorm: float = 0.0
+    ema: float = 0.0
+    grad_accum_steps: int = 1
+    label_smoothing: float = 0.0
+    augment: str = "off"
     momentum: float = 0.9
     epochs: int = 5
     target_accuracy: float = 0.0
@@ -132,6 +154,21 @@ class TrainConfig:
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("--jit-compile", self.jit_compile, JIT_COMPILE)
+        _choice("--augment", self.augment, AUGMENT)
+        _positive_int("--grad-accum-steps", self.grad_accum_steps)
+        for flag, value in (("--weight-decay", self.weight_decay), ("--clipnorm", self.clipnorm),
+                            ("--global-clipnorm", self.global_clipnorm), ("--warmup-epochs", self.warmup_epochs)):
+            if not (_finite(value) and value >= 0):
+                raise ConfigError(f"{flag} must be zero or a positive number, got {value!r}")
+        if self.clipnorm and self.global_clipnorm:
+            raise ConfigError("--clipnorm and --global-clipnorm cannot be used together (Keras applies one)")
+        if not (_finite(self.ema) and (self.ema == 0 or 0 < self.ema < 1)):
+            raise ConfigError(f"--ema must be a momentum in (0, 1) (or 0: off), got {self.ema!r}")
+        if not (_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.warmup_epochs and _finite(self.warmup_epochs) and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} must be shorter than the run "
+                              f"(--epochs {self.epochs})")
         _positive_int("--epochs", self.epochs)
         _positive_int("--batch-size", self.batch_size)
         _positive_int("--keep-checkpoints", self.keep_checkpoints)

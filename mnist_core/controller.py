@@ -106,6 +106,27 @@ def detached_optimizer(model):
         model.compiled = bool(saved["compiled"])
 
 
+@contextlib.contextmanager
+def averaged_weights(program: "Program"):
+    """With ``--ema``: the weights' moving average in place for the block (evaluation), the
+    trained weights back afterwards, so training and its checkpoints continue unchanged."""
+    optimizer = optim.inner(program.optimizer)
+    averages = getattr(optimizer, "_model_variables_moving_average", None) if getattr(optimizer, "use_ema", False) \
+        else None
+    if not averages:
+        yield
+        return
+    variables = program.model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
 class EpochMeter:
     """The running training metrics of one epoch, as the progress bar and callbacks see them.
 
@@ -176,6 +197,7 @@ class Program:
     jit: Optional[bool] = None
     jit_decision: Optional[autojit.JitDecision] = None
     jit_key: Optional[str] = None
+    batch_per_step: int = 0  # examples per step: the batch, times --grad-accum-steps in the explicit step
 
     @property
     def keras_protocol(self) -> bool:
@@ -201,7 +223,7 @@ class Program:
 
             def make_iterator():
                 # Random batches of the run's shape: the timing depends on shapes, not pixels.
-                return self.train_iterator(data_lib.synthetic(config.batch_size, test_size=1, seed=0))
+                return self.train_iterator(data_lib.synthetic(self.batch_per_step, test_size=1, seed=0))
 
             variables = [*self.model.variables, *self.optimizer.variables]
             self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
@@ -219,9 +241,12 @@ class Program:
 
     def train_iterator(self, data: data_lib.MnistData, start_step: int = 0):
         """The distributed iterator over the (endless) training batches from ``start_step``."""
+        from mnist_core import augment as augment_lib
+
         dataset = data_lib.train_dataset(
-            data.train_images, data.train_labels, global_batch_size=self.config.batch_size,
+            data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
+            augment=augment_lib.resolve(self.config.augment, data.name),
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
@@ -312,12 +337,6 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas")
-    steps_per_epoch = num_train // config.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} is larger than the {num_train} training examples")
-    if config.profile_range and config.profile_range[1] > steps_per_epoch * config.epochs:
-        raise ConfigError(f"--profile-steps {config.profile_steps}: the run has only "
-                          f"{steps_per_epoch * config.epochs} steps ({config.epochs} epochs of {steps_per_epoch})")
     spec = spec or model_lib.get(config.model)
     where = f"--model {spec.name!r}"
     if spec.instance is not None and config.strategy != "default":
@@ -326,17 +345,36 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
                           "class or a factory function instead")
     with strategy.scope():
         model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
-        optimizer = optim.make_optimizer(config, steps_per_epoch)
+    protocol = keras_protocol.overridden_methods(model)
+    # With --grad-accum-steps N the explicit step takes N micro-batches per step (one
+    # update); a Keras-protocol model's optimizer accumulates itself, a batch per step.
+    accumulate_in_step = config.grad_accum_steps > 1 and not protocol
+    batch_per_step = config.batch_size * (config.grad_accum_steps if accumulate_in_step else 1)
+    steps_per_epoch = num_train // batch_per_step
+    if steps_per_epoch == 0:
+        what = (f"--batch-size {config.batch_size} x --grad-accum-steps {config.grad_accum_steps}"
+                if accumulate_in_step else f"--batch-size {config.batch_size}")
+        raise ConfigError(f"{what} is larger than the {num_train} training examples")
+    if config.profile_range and config.profile_range[1] > steps_per_epoch * config.epochs:
+        raise ConfigError(f"--profile-steps {config.profile_steps}: the run has only "
+                          f"{steps_per_epoch * config.epochs} steps ({config.epochs} epochs of {steps_per_epoch})")
+    if config.grad_accum_steps > 1 and protocol and replicas > 1:
+        raise ConfigError(
+            f"--grad-accum-steps: {where} brings its own step, so Keras' optimizer accumulates the gradients, "
+            f"and Keras' accumulation puts the cross-replica all-reduce inside a condition that {replicas} "
+            "replicas cannot run; use one replica, or a model without a train_step/compute_loss override")
+    with strategy.scope():
+        optimizer = optim.make_optimizer(config, steps_per_epoch, keras_accumulation=bool(protocol))
         # Keras 3 creates slot variables lazily; a tf.function would then try to create
         # them while tracing (fails: "You must feed a value for placeholder"). Build now,
         # in scope, so slots are distributed like the weights and restorable.
         optimizer.build(model.trainable_variables)
-        protocol = keras_protocol.overridden_methods(model)
         # Compiled as the tutorial recipe compiles it, whichever step trains it: a Keras-
         # protocol model needs compile's loss and metrics, and callbacks find what they
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
-        keras_protocol.compile_model(model, optimizer, spec.input_shape, where)
+        keras_protocol.compile_model(model, optimizer, spec.input_shape, where,
+                                     label_smoothing=config.label_smoothing)
     steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
     jit_key = None
@@ -361,13 +399,15 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             eval_loops[jit] = loop_lib.make_keras_eval_loop(
                 strategy, loop_lib.make_keras_step(strategy, keras_protocol.make_test_step(model, jit_compile=jit)))
         else:
-            train_step = step_lib.make_train_step(model, optimizer, config.batch_size, jit_compile=jit,
-                                                  num_replicas=replicas)
+            train_step = step_lib.make_train_step(
+                model, optimizer, config.batch_size, jit_compile=jit, num_replicas=replicas,
+                label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps if accumulate_in_step else 1)
             train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
             eval_loops[jit] = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model, jit_compile=jit))
     program = Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
+        batch_per_step=batch_per_step,
         steps_per_loop=steps_per_loop, protocol=protocol,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
@@ -406,7 +446,9 @@ def _jit_plan(config: TrainConfig, replicas: int, model, protocol, steps_per_epo
 # Flags whose change on --resume would silently change what the saved steps and weights
 # mean; the others (epochs, output, checkpoint cadence, XLA, callbacks...) may change.
 RESUME_GUARDED = ("model", "dataset", "batch_size", "seed", "optimizer", "lr", "lr_schedule", "lr_decay_rate",
-                  "momentum", "precision", "val_split", "synthetic_train_size", "sync_batchnorm")
+                  "momentum", "precision", "val_split", "synthetic_train_size", "sync_batchnorm", "warmup_epochs",
+                  "weight_decay", "clipnorm", "global_clipnorm", "ema", "grad_accum_steps", "label_smoothing",
+                  "augment")
 
 
 def run_record(program: "Program", data: data_lib.MnistData) -> Dict:
@@ -616,6 +658,10 @@ class Trainer:
             decision = program.resolve_jit()
             if config.jit_compile == "auto":
                 self.reporter.info(decision.describe())
+            updates = config.epochs * program.steps_per_epoch
+            if config.ema and updates < 2 / (1 - config.ema):
+                self.reporter.warn(f"--ema {config.ema} averages over about {1 / (1 - config.ema):,.0f} updates and "
+                                   f"this run has {updates}: the average will still be close to the initial weights")
             scratch = None if chief else Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
             try:
                 with rundir.locked(out if chief else None):
@@ -662,6 +708,10 @@ class Trainer:
             for action in actions:
                 action.on_train_begin(run)
             self._epochs(run, actions, iterator, eval_data)
+            # As fit does before on_train_end: with --ema the model takes the average for good
+            # (model.keras, the SavedModel); the checkpoints keep the trained weights and the
+            # average, so a resumed run continues exactly.
+            program.optimizer.finalize_variable_values(model.trainable_variables)
             for action in actions:
                 action.on_train_end(run)
         finally:
@@ -755,16 +805,18 @@ class Trainer:
         evaluate = ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
                     or run.stop_reason is not None)
         eval_started = time.perf_counter()
-        for name, dataset in (eval_data.items() if evaluate else ()):
-            for action in actions:
-                action.on_evaluate_begin(run, name)
-            logs, count = program.evaluate(dataset)
-            for key, value in logs.items():
-                entry[f"{name}_{key}"] = value
-            entry[f"{name}_examples"] = count
-            for action in actions:
-                action.on_evaluate_end(run, name, logs)
-        run.last_eval_digest = weights_digest(program.model)
+        with averaged_weights(program):
+            for name, dataset in (eval_data.items() if evaluate else ()):
+                for action in actions:
+                    action.on_evaluate_begin(run, name)
+                logs, count = program.evaluate(dataset)
+                for key, value in logs.items():
+                    entry[f"{name}_{key}"] = value
+                entry[f"{name}_examples"] = count
+                for action in actions:
+                    action.on_evaluate_end(run, name, logs)
+            # The weights evaluated: with --ema the average, which model.keras will hold.
+            run.last_eval_digest = weights_digest(program.model)
         entry["learning_rate"] = optim.current_learning_rate(program.optimizer)
         entry["images_per_second"] = run.meter.images_per_second
         entry["seconds"] = time.perf_counter() - epoch_started
@@ -779,6 +831,7 @@ class Trainer:
     def _finish(self, run: Run, eval_data: Dict, data: data_lib.MnistData) -> Dict:
         config, program, out = self.config, run.program, run.out
         model = program.model
+
         final = dict(run.history[-1]) if run.history else {}
         restored_by_callback = run.last_eval_digest is not None and weights_digest(model) != run.last_eval_digest
         if restored_by_callback:

@@ -533,7 +533,7 @@ def _normalizer(input_shape: Sequence[int]):
 
 
 def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
-                  skip_batches: int = 0):
+                  skip_batches: int = 0, augment: Optional[str] = None):
     """Infinite training pipeline: per-epoch permutation → gather batches → normalise → prefetch.
 
     Every epoch is a fresh permutation of the whole set, drawn with
@@ -572,11 +572,24 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     # The arrays enter the pipeline once, as one element repeated (no copy per batch).
     arrays = tf.data.Dataset.from_tensors((images, labels)).repeat()
     normalize = _normalizer(input_shape)
+    transform = None
+    if augment:
+        from mnist_core import augment as augment_lib
 
-    def gather(batch, arrays):
-        return normalize(tf.gather(arrays[0], batch), tf.gather(arrays[1], batch))
+        transform = augment_lib.make(augment)
+    # The global batch number: with --augment, each batch's random transformation is drawn
+    # from [seed, batch], so a resumed run transforms its batches as an uninterrupted one.
+    steps = tf.data.Dataset.counter(skip_batches)
 
-    ds = tf.data.Dataset.zip((indices, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    def gather(batch, step, arrays):
+        images, labels = tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
+        if transform is not None:
+            pixels = normalize_images(images, (IMAGE_SIZE, IMAGE_SIZE, 1))
+            pixels = transform(pixels, tf.stack([tf.constant(seed, tf.int64), step]))
+            return tf.reshape(pixels, (-1, *input_shape)), tf.cast(labels, tf.int32)
+        return normalize(images, labels)
+
+    ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

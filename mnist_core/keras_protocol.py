@@ -41,7 +41,7 @@ def overridden_methods(model) -> Tuple[str, ...]:
     return tuple(name for name in PROTOCOL_METHODS if getattr(cls, name, None) is not getattr(keras.Model, name))
 
 
-def compile_model(model, optimizer, input_shape: Sequence[int], where: str) -> None:
+def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0) -> None:
     """Compiles ``model`` as the tutorial recipe does and builds its metric state.
 
     Call inside the strategy's scope: the metric variables are created here, as ``fit``
@@ -59,8 +59,11 @@ def compile_model(model, optimizer, input_shape: Sequence[int], where: str) -> N
             f"{where}: the model comes compiled; mnist_core compiles it itself with --optimizer, "
             "SparseCategoricalCrossentropy(from_logits=True) and accuracy: return it uncompiled"
         )
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    from mnist_core.losses import SmoothedSparseCategoricalCrossentropy
+
+    loss = (SmoothedSparseCategoricalCrossentropy(label_smoothing) if label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
     batch = (np.zeros((2, *input_shape), np.float32), np.zeros((2,), np.int32))
     try:
         model._symbolic_build(data_batch=batch)

@@ -7,45 +7,100 @@ import keras
 from mnist_core.config import TrainConfig
 
 
-def learning_rate(config: TrainConfig, steps_per_epoch: int):
-    """Returns a float (constant) or a Keras schedule stepping once per training step.
+def learning_rate(config: TrainConfig, steps_per_epoch: int, per_update: int = 1):
+    """Returns a float (constant) or a Keras schedule stepping once per optimizer update.
 
-    ``cosine`` decays to 0 over all ``epochs * steps_per_epoch`` steps; ``exponential``
-    multiplies the rate by ``lr_decay_rate`` once per epoch (smoothly in between).
+    ``cosine`` decays to 0 over the run's updates; ``exponential`` multiplies the rate by
+    ``lr_decay_rate`` once per epoch (smoothly in between); ``onecycle`` rises to the rate
+    over the first 30% of the updates (or ``--warmup-epochs``) and anneals to 1e-4 of it;
+    ``--warmup-epochs`` ramps linearly before the others. With gradient accumulation the
+    schedules count updates, not batches (:class:`mnist_core.schedules.PerUpdate`).
     """
+    from mnist_core import schedules
+
     lr = config.learning_rate
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=config.epochs * steps_per_epoch)
-    if config.lr_schedule == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=steps_per_epoch, decay_rate=config.lr_decay_rate
+    # steps_per_epoch are updates; with Keras' own accumulation (per_update > 1, the Keras-
+    # protocol path) the optimizer counts batches, and the schedule divides them back.
+    updates_per_epoch = max(1, steps_per_epoch // per_update)
+    total = max(1, config.epochs * updates_per_epoch)
+    warmup = int(round(config.warmup_epochs * updates_per_epoch))
+    if config.lr_schedule == "onecycle":
+        rise = warmup / total if warmup else 0.3
+        schedule = schedules.OneCycle(lr, total, rise=rise)
+        warmup = 0  # the rising phase is the warm-up
+    elif config.lr_schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total - warmup))
+    elif config.lr_schedule == "exponential":
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=updates_per_epoch, decay_rate=config.lr_decay_rate
         )
-    return lr
+    elif warmup:
+        schedule = schedules.Constant(lr)
+    else:
+        return lr
+    if warmup:
+        schedule = schedules.Warmup(schedule, warmup)
+    if per_update > 1:
+        schedule = schedules.PerUpdate(schedule, per_update)
+    return schedule
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int,
+                   keras_accumulation: bool = False) -> keras.optimizers.Optimizer:
     """Builds the optimizer named by ``config.optimizer`` (unbuilt: call ``build`` in scope).
 
     Mixed float16 wraps it in a Keras 3 ``LossScaleOptimizer`` (dynamic loss scaling);
-    bfloat16 has float32's exponent range and needs no loss scaling. ``--on-nonfinite
+    bfloat16 has float32's exponent range and needs no loss scaling. ``keras_accumulation``:
+    the optimizer accumulates ``--grad-accum-steps`` batches itself (Keras' own, for models
+    whose ``train_step`` applies gradients; ``steps_per_epoch`` then counts batches);
+    mnist_core's explicit step accumulates in the step instead. ``--on-nonfinite
     skip`` wraps it in :class:`SkipNonFinite`. Both wrappers count the updates they skip
     (``skipped_updates``), so the loop can report them even when only the gradients, not
     the loss, were non-finite.
     """
-    lr = learning_rate(config, steps_per_epoch)
+    per_update = config.grad_accum_steps if keras_accumulation else 1
+    lr = learning_rate(config, steps_per_epoch, per_update)
+    options = optimizer_options(config, keras_accumulation)
     if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(lr)
+        optimizer = keras.optimizers.Adam(lr, **options)
     elif config.optimizer == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(lr)
+        optimizer = keras.optimizers.RMSprop(lr, **options)
     elif config.optimizer == "adadelta":
-        optimizer = keras.optimizers.Adadelta(lr)
+        optimizer = keras.optimizers.Adadelta(lr, **options)
     else:
-        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, **options)
     if config.precision == "mixed_float16":
         optimizer = CountingLossScaleOptimizer(optimizer)
     elif config.on_nonfinite == "skip":
         optimizer = SkipNonFinite(optimizer)
     return optimizer
+
+
+def optimizer_options(config: TrainConfig, keras_accumulation: bool = False) -> dict:
+    """The Keras optimizer arguments of the training techniques: Keras implements them all.
+
+    Weight decay is Keras' decoupled one (AdamW-style for every optimizer), clipping is
+    applied to the all-reduced gradients, the EMA is the optimizer's own, and so is gradient
+    accumulation where ``keras_accumulation`` asks for it. The ``LossScaleOptimizer`` wrappers take none of these: they belong
+    to the inner optimizer.
+    """
+    options = {}
+    if config.weight_decay:
+        options["weight_decay"] = config.weight_decay
+    if config.clipnorm:
+        options["clipnorm"] = config.clipnorm
+    if config.global_clipnorm:
+        options["global_clipnorm"] = config.global_clipnorm
+    if config.ema:
+        options.update(use_ema=True, ema_momentum=config.ema)
+    if config.grad_accum_steps > 1 and keras_accumulation:
+        options["gradient_accumulation_steps"] = config.grad_accum_steps
+    return options
+
+
+def inner(optimizer):
+    """The optimizer that does the update (inside a loss-scaling wrapper, if any)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 @keras.saving.register_keras_serializable(package="mnist_core")

@@ -19,9 +19,19 @@ from typing import Callable, Dict
 import tensorflow as tf
 
 
-def per_example_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Sparse categorical cross-entropy from logits, one value per example, in float32."""
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
+    """Categorical cross-entropy from logits, one value per example, in float32.
+
+    With ``label_smoothing`` ε the target is ``one_hot * (1 - ε) + ε / classes`` and the
+    loss is computed by the same op as Keras' ``CategoricalCrossentropy(label_smoothing=ε)``,
+    so the step stays ``fit``'s.
+    """
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing:
+        classes = logits.shape[-1]
+        targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def regularization_loss(model) -> tf.Tensor:
@@ -38,7 +48,7 @@ def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bool = False,
-                    num_replicas: int = 1) -> Callable:
+                    num_replicas: int = 1, label_smoothing: float = 0.0, accum_steps: int = 1) -> Callable:
     """Returns ``step(batch) -> {"loss", "correct", "count"}`` for one replica.
 
     ``loss`` is this replica's share of the global objective (its sum over replicas is the
@@ -55,20 +65,46 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
             are, because the optimizer's cross-replica gradient all-reduce (a ``merge_call``)
             cannot run inside an XLA cluster.
         num_replicas: Replicas in sync; selects the XLA boundary above.
+        label_smoothing: Smooth the targets of the training loss (see :func:`per_example_loss`).
+        accum_steps: Gradient accumulation: each step's batch holds ``accum_steps``
+            micro-batches of ``global_batch_size``; their gradients are computed one after
+            the other (one micro-batch's activations in memory at a time), summed, and
+            applied once — the mean gradient of the whole batch, as Keras' optimizer
+            ``gradient_accumulation_steps`` computes it, but with one cross-replica
+            all-reduce per update and no condition around it (Keras' own puts the
+            all-reduce inside a ``cond``, which ``tf.distribute`` cannot run).
     """
+    # The objective of one step is the mean over all accum_steps * global_batch_size
+    # examples: each micro-batch's share is divided by the whole, the regulariser by the
+    # micro-batches (it is added once per micro-batch) and by the replicas.
+    examples = global_batch_size * accum_steps
 
-    def forward_backward(images, labels):
+    def micro_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            per_example = per_example_loss(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            per_example = per_example_loss(labels, logits, label_smoothing)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=examples)
             if model.losses:
-                loss += tf.nn.scale_regularization_loss(regularization_loss(model))
+                regulariser = tf.nn.scale_regularization_loss(regularization_loss(model))
+                loss += regulariser / accum_steps if accum_steps > 1 else regulariser
             # Identity for plain optimizers; the dynamic loss scale for LossScaleOptimizer.
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         return loss, _correct(labels, logits), gradients
+
+    def forward_backward(images, labels):
+        if accum_steps == 1:
+            return micro_step(images, labels)
+        total_loss = total_correct = total = None
+        for part_images, part_labels in zip(tf.split(images, accum_steps), tf.split(labels, accum_steps)):
+            loss, correct, gradients = micro_step(part_images, part_labels)
+            if total is None:
+                total_loss, total_correct, total = loss, correct, list(gradients)
+            else:
+                total_loss, total_correct = total_loss + loss, total_correct + correct
+                total = [None if a is None else a + b for a, b in zip(total, gradients)]
+        return total_loss, total_correct, total
 
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 from mnist_core import cli
 from mnist_core.config import (
+    AUGMENT,
     DATASETS,
     JIT_COMPILE,
     LR_SCHEDULES,
@@ -54,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay-rate", dest="lr_decay_rate", type=float, metavar="R",
                    help=f"per-epoch factor of --lr-schedule exponential (default {d.lr_decay_rate})")
     g.add_argument("--momentum", type=float, help=f"momentum of sgd (default {d.momentum})")
+    g.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, metavar="E",
+                   help="linear learning-rate warm-up over E epochs (default 0)")
+    g.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="W",
+                   help="decoupled weight decay, AdamW-style (default 0)")
+    g.add_argument("--clipnorm", type=float, metavar="C", help="clip each gradient to norm C (default off)")
+    g.add_argument("--global-clipnorm", dest="global_clipnorm", type=float, metavar="C",
+                   help="clip all gradients together to global norm C (default off)")
+    g.add_argument("--ema", nargs="?", const=0.999, type=float, metavar="MOMENTUM",
+                   help="exponential moving average of the weights, used for evaluation and the saved model "
+                        "(default off; a bare --ema is 0.999)")
+    g.add_argument("--grad-accum-steps", dest="grad_accum_steps", type=cli.positive_int, metavar="N",
+                   help="one update per N batches: effective batch N x --batch-size (default 1)")
+    g.add_argument("--label-smoothing", dest="label_smoothing", type=float, metavar="E",
+                   help="smooth the training targets by E (default 0)")
+    g.add_argument("--augment", nargs="?", const="auto", choices=AUGMENT,
+                   help="random shifts/rotations/zoom of training images: digits, clothing, or auto (by dataset; "
+                        "a bare --augment); default off")
     g.add_argument("--epochs", type=cli.positive_int, help=f"epochs (default {d.epochs})")
     g.add_argument("--target-accuracy", dest="target_accuracy", type=float, metavar="A",
                    help="stop after the first epoch whose test accuracy is at least A (default: all epochs)")

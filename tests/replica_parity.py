@@ -2,7 +2,7 @@
 
 Run as a script (the CPU must be split into 2 logical devices before TensorFlow starts):
 
-    python tests/replica_parity.py MODEL[+jit][,MODEL[+jit]...] BATCH[,BATCH...]
+    python tests/replica_parity.py MODEL[+jit][@B/B...][,...] BATCH[,BATCH...]
 
 Prints one JSON line per (model, batch): the largest weight difference after the step
 and both losses. Both programs are built by ``controller.make_program``, exactly as a run
@@ -39,9 +39,10 @@ def main(models, batches):
     strategy_lib.configure_devices(mirrored_config)
     strategies = {"single": tf.distribute.get_strategy(), "mirrored": strategy_lib.make_strategy(mirrored_config)}
     for entry in models:
+        entry, _, own_batches = entry.partition("@")
         model, _, option = entry.partition("+")
         jit = option == "jit"
-        for batch in batches:
+        for batch in ([int(b) for b in own_batches.split("/")] if own_batches else batches):
             images, labels = learnable_digits(2 * batch, seed=batch)
             data = data_lib.MnistData(images, labels, images[:10], labels[:10], "mnist", "generated")
             programs, results = {}, {}
