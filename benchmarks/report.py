@@ -151,14 +151,27 @@ def scaling_tables(records: List[Dict]) -> List[str]:
 
 
 def tta_table(records: List[Dict]) -> Optional[str]:
-    rows = [[f"`{r['config']['model']}`, {r['config']['data']}, {r['config']['optimizer']}",
-             str(r["config"]["target"]), f"{r['final_test_accuracy']:.4f}", str(r["config"]["epochs_run"]),
-             _num(r["median"], 1), _num(r["from_first_step_seconds"], 1), "yes" if r["reached"] else "NO"]
-            for r in records if r["suite"] == "tta"]
+    finals = {r["name"][:-len(" final accuracy")]: r for r in records
+              if r["suite"] == "tta" and r["name"].endswith(" final accuracy")}
+    rows = []
+    for r in records:
+        if r["suite"] != "tta" or r["unit"] != "seconds":
+            continue
+        c = r["config"]
+        name = c.get("name") or f"{c['model']} {c.get('optimizer', '')}".strip()  # records before recipes
+        final = finals.get(name)
+        accuracies = (final["samples"] if final else
+                      r.get("final_test_accuracies") or [r[k] for k in ("final_test_accuracy",) if k in r])
+        runs = f"{r.get('reached_runs', int(r['reached']))}/{r.get('runs', 1)}"
+        rows.append([f"`{name}`, {c['data']}", str(c["target"]), runs,
+                     _num(r["median"], 1) if r["samples"] else "not reached",
+                     _num(r["from_first_step_seconds"], 1) if r.get("from_first_step_seconds") else "-",
+                     ", ".join(str(e) for e in r.get("epochs_to_target", [])) or "-",
+                     " / ".join(f"{a:.4f}" for a in accuracies)])
     if not rows:
         return None
-    return _table(["job", "target", "reached accuracy", "epochs", "s from process start", "s from first step",
-                   "reached"], rows)
+    return _table(["job", "target", "seeds reaching it", "s from process start (median)",
+                   "s from first step (median)", "epoch reached (per seed)", "final test accuracy (per seed)"], rows)
 
 
 def report(records: List[Dict]) -> str:

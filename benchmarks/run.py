@@ -25,13 +25,21 @@ OPTIONAL_SUITES = ("peers",)  # PyTorch and JAX, with the [peers] extra; only wh
 INTERNAL_SUITES = ("epoch",)  # run by scaling in a fresh process
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
+# tta jobs: each fast recipe beside the tutorial recipe for the same data, to the same
+# targets, 3 seeds each; every run goes to its last epoch so that its final accuracy counts.
+TTA_SEEDS = [1, 2, 3]
 FULL_TTA = [
-    {"model": "cnn", "data": "mnist-5k", "optimizer": "adadelta", "target": 0.965, "max_epochs": 20,
-     "args": ["--lr", "1.0"]},
-    {"model": "deep_mlp", "data": "fashion-mnist", "optimizer": "adam", "target": 0.855, "max_epochs": 10},
+    {"name": "fast-mnist-cpu", "args": ["--config", "recipes/fast-mnist-cpu.toml"], "data": "mnist-5k",
+     "targets": [0.965, 0.98, 0.985], "seeds": TTA_SEEDS},
+    {"name": "tutorial-cnn", "args": ["--config", "recipes/tutorial-cnn.toml"], "data": "mnist-5k",
+     "targets": [0.965, 0.98, 0.985], "seeds": TTA_SEEDS},
+    {"name": "fast-fashion-cpu", "args": ["--config", "recipes/fast-fashion-cpu.toml"], "data": "fashion-mnist",
+     "targets": [0.855, 0.90, 0.925], "seeds": TTA_SEEDS},
+    {"name": "tutorial-deep-mlp", "args": ["--config", "recipes/tutorial-deep-mlp.toml"], "data": "fashion-mnist",
+     "targets": [0.855, 0.90, 0.925], "seeds": TTA_SEEDS},
 ]
-QUICK_TTA = [{"model": "mlp", "data": "mnist-5k", "optimizer": "adam", "target": 0.9, "max_epochs": 10}]
-
+QUICK_TTA = [{"name": "mlp", "args": ["--model", "mlp", "--optimizer", "adam", "--epochs", "10"], "data": "mnist-5k",
+              "targets": [0.9], "stop_at_target": True}]
 
 def _list(kind):
     def parse(text: str):
@@ -75,7 +83,10 @@ def build_parser():
                    help="scaling: replica counts (default 1,2,4; quick 1,2); with --suite train alone: "
                         "run the train suite on this many mirrored replicas")
     p.add_argument("--dataset-sizes", type=_list(int), help="scaling: dataset sizes (default 5000,20000,60000,120000; quick 5000,20000)")
-    p.add_argument("--tta-target", type=float, help="override the tta suite's target accuracy")
+    p.add_argument("--tta-target", type=float, help="override the tta suite's target accuracies with this one")
+    p.add_argument("--tta-jobs", type=_list(str),
+                   help="run only these tta jobs (default: fast-mnist-cpu,tutorial-cnn,fast-fashion-cpu,"
+                        "tutorial-deep-mlp)")
     p.add_argument("--no-tables", action="store_true", help="no tables on stdout (JSON only)")
     return p
 
@@ -84,10 +95,11 @@ def settings_from(args):
     from benchmarks.suites import MODELS, Settings
 
     quick = args.quick
-    tta = [dict(job) for job in (QUICK_TTA if quick else FULL_TTA)]
+    tta = [dict(job) for job in (QUICK_TTA if quick else FULL_TTA)
+           if not args.tta_jobs or job["name"] in args.tta_jobs]
     if args.tta_target is not None:
         for job in tta:
-            job["target"] = args.tta_target
+            job["targets"] = [args.tta_target]
     return Settings(
         models=args.models or (["mlp", "cnn"] if quick else list(MODELS)),
         batch_sizes=args.batch_sizes or ([128] if quick else [128, 512, 2048]),
@@ -109,6 +121,10 @@ def _check(args, parser) -> None:
     if unknown:
         parser.error(f"--suite: unknown suite(s) {','.join(unknown)}; choose from "
                      f"{','.join(SUITES + OPTIONAL_SUITES)}")
+    names = [job["name"] for job in FULL_TTA + QUICK_TTA]
+    unknown = [j for j in (args.tta_jobs or []) if j not in names]
+    if unknown:
+        parser.error(f"--tta-jobs: unknown job(s) {','.join(unknown)}; choose from {','.join(names)}")
     bad = [p for p in (args.precisions or []) if p not in PRECISIONS]
     if bad:
         parser.error(f"--precisions: unknown {','.join(bad)}; choose from {','.join(PRECISIONS)}")

@@ -473,41 +473,79 @@ def epoch(out: Output, settings: Settings, data) -> None:
 # --------------------------------------------------------------------------- time to accuracy
 
 
+def _tta_run(job: Dict, seed: int, data_dir: str) -> Dict:
+    """One training run of a tta job: its history, final accuracy and start-up seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        args = [sys.executable, "-m", "mnist_core.train", *job["args"], "--data-dir", data_dir,
+                "--seed", str(seed), "--output-dir", run_dir, "--quiet"]
+        if job.get("stop_at_target"):
+            args += ["--target-accuracy", str(min(job["targets"]))]
+        started = time.perf_counter()
+        result = subprocess.run(args, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if result.returncode != 0:
+            raise BenchmarkError(f"tta run of {job['name']} failed: {_last_error(result.stderr)}")
+        with open(os.path.join(run_dir, "history.json")) as f:
+            history = json.load(f)
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+    # wall - summary["seconds"]: interpreter start and imports (plus a negligible exit);
+    # elapsed_seconds: trainer start to the end of an epoch, leaving out saving model.keras
+    # and summary.json afterwards.
+    return {"history": history, "startup": wall - summary["seconds"], "final": summary["test_accuracy"]}
+
+
+def time_to(run: Dict, target: float) -> Optional[Dict]:
+    """Seconds from process start and from the first step to the end of the first evaluated
+    epoch at or above ``target`` (None if no epoch reached it).
+
+    From the first step: the epochs' own seconds (training and evaluation) up to that one,
+    so start-up, data loading and compilation before the first step are left out.
+    """
+    history = run["history"]
+    for i, epoch in enumerate(history):
+        accuracy = epoch.get("test_accuracy")
+        if accuracy is not None and accuracy >= target:
+            return {"from_start": run["startup"] + epoch["elapsed_seconds"],
+                    "from_first_step": sum(e["seconds"] for e in history[:i + 1]), "epoch": epoch["epoch"]}
+    return None
+
+
 def tta(out: Output, settings: Settings, shared: str) -> None:
-    """Wall time to a target test accuracy, from process start and from the first step."""
+    """Wall time to target test accuracies, from process start and from the first step,
+    median over seeds; each job's final test accuracy beside it.
+
+    A job is a recipe (or flags) run to its last epoch once per seed; every target's time is
+    read off the same run's history, so one run gives the time to several targets and the
+    final accuracy (the epochs before the target are the same as in a run stopped there).
+    """
     rows = []
     for job in settings.tta:
         data_dir = os.path.join(shared, job["data"])
         if not os.path.isdir(data_dir):
-            out.console.print(f"tta: skipped {job['model']} ({data_dir} not found)")
+            out.console.print(f"tta: skipped {job['name']} ({data_dir} not found)")
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            run_dir = os.path.join(tmp, "run")
-            started = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, "-m", "mnist_core.train", "--data-dir", data_dir, "--model", job["model"],
-                 "--optimizer", job["optimizer"], "--epochs", str(job["max_epochs"]), "--target-accuracy",
-                 str(job["target"]), "--output-dir", run_dir, "--quiet", *job.get("args", [])],
-                capture_output=True, text=True)
-            wall = time.perf_counter() - started
-            if result.returncode != 0:
-                raise BenchmarkError(f"tta run of {job['model']} failed: {_last_error(result.stderr)}")
-            with open(os.path.join(run_dir, "history.json")) as f:
-                history = json.load(f)
-            with open(os.path.join(run_dir, "summary.json")) as f:
-                summary = json.load(f)
-        reached = history[-1]["test_accuracy"] >= job["target"]
-        from_first_step = sum(e["seconds"] for e in history)
-        # wall - summary["seconds"]: interpreter start and imports (plus a negligible exit);
-        # elapsed_seconds: trainer start to the end of the epoch that reached the target,
-        # leaving out saving model.keras and summary.json afterwards.
-        from_start = wall - summary["seconds"] + history[-1]["elapsed_seconds"]
-        m = out.add(Measurement("tta", f"{job['model']} to {job['target']}",
-                                {**job, "epochs_run": len(history)}, "seconds", [from_start],
-                                {"reached": reached, "from_first_step_seconds": from_first_step,
-                                 "final_test_accuracy": history[-1]["test_accuracy"]}))
-        rows.append([f"{job['model']} ({job['data']})", job["target"], history[-1]["test_accuracy"],
-                     len(history), m.median, from_first_step, "yes" if reached else "NO"])
-    out.table("tta: time to test accuracy (one run each)",
-              ["model", "target", "reached acc", "epochs", "s from process start", "s from first step", "reached"],
+        seeds = job.get("seeds", [settings.seed])
+        runs = [_tta_run(job, seed, data_dir) for seed in seeds]
+        finals = [run["final"] for run in runs]
+        config = {k: v for k, v in job.items() if k != "targets"}
+        out.add(Measurement("tta", f"{job['name']} final accuracy", config, "accuracy", finals,
+                            {"epochs": [len(run["history"]) for run in runs]}))
+        for target in job["targets"]:
+            times = [time_to(run, target) for run in runs]
+            reached = [t for t in times if t is not None]
+            m = out.add(Measurement(
+                "tta", f"{job['name']} to {target}", {**config, "target": target}, "seconds",
+                [t["from_start"] for t in reached],
+                {"reached": len(reached) == len(runs), "reached_runs": len(reached), "runs": len(runs),
+                 "from_first_step_seconds": (statistics.median(t["from_first_step"] for t in reached)
+                                             if reached else None),
+                 "epochs_to_target": [t["epoch"] for t in reached],
+                 "final_test_accuracy": statistics.median(finals), "final_test_accuracies": finals}))
+            rows.append([job["name"], job["data"], target, f"{len(reached)}/{len(runs)}",
+                         m.median if reached else None,
+                         m.extra["from_first_step_seconds"], f"{statistics.median(finals):.4f}"])
+    out.table("tta: time to test accuracy (median over seeds; one full run per seed)",
+              ["job", "data", "target", "reached", "s from process start", "s from first step", "final acc"],
               rows)

@@ -13,11 +13,15 @@ from mnist_core.errors import MnistCoreError, one_line
 
 
 def quiet_tensorflow_logs() -> None:
-    """Hides TensorFlow's C++ INFO/WARNING chatter unless the user asked for it."""
+    """Hides TensorFlow's C++ INFO/WARNING chatter unless the user asked for it, and sets
+    the TensorFlow defaults every command shares (Keras backend, GPU memory growth)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # mnist_core's loop is TensorFlow code: a KERAS_BACKEND=jax in the user's shell must
     # not switch Keras to another backend under it.
     os.environ["KERAS_BACKEND"] = "tensorflow"
+    # Every command (train, evaluate, predict, benchmarks) takes GPU memory as it needs it,
+    # so two of them can share a GPU (see strategy._grow_gpu_memory); the user's value wins.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 
 # What TensorFlow's C++ side prints while it loads and looks for devices, before absl

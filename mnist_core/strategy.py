@@ -23,6 +23,7 @@ def configure_devices(config: TrainConfig) -> None:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    _grow_gpu_memory(gpus)
     if config.devices is not None and gpus:
         wanted = [int(i) for i in config.devices.split(",")]
         missing = [i for i in wanted if i >= len(gpus)]
@@ -48,6 +49,25 @@ def configure_devices(config: TrainConfig) -> None:
                     f"--cpu-replicas {config.cpu_replicas}: TensorFlow is already initialised "
                     f"with {have} CPU device(s); set it before anything else runs"
                 ) from None
+
+
+def _grow_gpu_memory(gpus) -> None:
+    """Lets each GPU's memory grow as needed instead of TensorFlow's default of taking all of
+    it at start-up, unless the user chose (``TF_FORCE_GPU_ALLOW_GROWTH``).
+
+    Why: MNIST-sized models use a few hundred MB, and with the default a second run, an
+    evaluation or a test process on the same GPU fails to create its cuBLAS handle, which TF
+    reports as "No BLAS for stream" when the model is first called (seen on an H200).
+    """
+    import tensorflow as tf
+
+    if os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH"):
+        return
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # already initialised (a notebook that ran TF first): keep its setting
 
 
 def _replica_devices(config: TrainConfig) -> Optional[List[str]]:

@@ -118,16 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_config_file(path: str) -> Dict:
-    """Options from a TOML file, or the resolved ``config`` of a run's summary.json.
+    """Options from a TOML file, a built-in recipe, or the resolved ``config`` of a run's
+    summary.json.
 
-    Keys are TrainConfig fields; dashes are accepted for underscores (``batch-size``).
+    Keys are TrainConfig fields; dashes are accepted for underscores (``batch-size``). A
+    ``[recipe]`` table describes a recipe and sets nothing (see :mod:`mnist_core.recipes`);
+    ``recipes/NAME.toml`` or ``NAME`` names a built-in recipe when no such file exists.
 
     Raises:
         ConfigError: the file is missing or unreadable, does not parse, or is not a table.
     """
     import json
 
+    from mnist_core import recipes
+
     flag = f"--config {path}"
+    path = recipes.resolve(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -151,6 +157,7 @@ def read_config_file(path: str) -> Dict:
             raise ConfigError(f"{flag}: not valid TOML ({e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{flag}: expected a table of options")
+    values, _ = recipes.split(values, flag)
     # JSON null (None) means "the default" there; TOML has no null at all.
     return {key.replace("-", "_"): value for key, value in values.items() if value is not None}
 

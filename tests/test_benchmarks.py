@@ -54,7 +54,7 @@ def test_quick_benchmarks_run_every_suite_on_tiny_data(tmp_path):
         assert f"### {section}" in text
     row = next(line for line in text.splitlines() if line.startswith("| mlp_small | 128 | ") and "×" in line)
     assert f"{ratio['median']:.2f}× [{min(ratio['samples']):.2f}-{max(ratio['samples']):.2f}]" in row
-    assert "| `mlp`, mnist-5k, adam | 0.5 |" in text
+    assert "| `mlp`, mnist-5k | 0.5 | 1/1 |" in text
 
 
 def test_report_rejects_a_file_that_is_not_benchmark_output(tmp_path):

@@ -1,6 +1,7 @@
 """The command-line tools as users run them: subprocesses, exit codes, files written."""
 
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -125,3 +126,30 @@ def test_example_model_runs_from_the_cli(idx_dir, tmp_path):
     assert len(result.stdout.strip().splitlines()) == 1, "--quiet prints only the final line"
     evaluated = run_cli("mnist_core.evaluate", "--model-path", str(tmp_path / "run" / "model.keras"))
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_gpu_memory_grows_unless_the_user_chose(monkeypatch):
+    """Seen on an H200: with TensorFlow's default (all GPU memory at start-up) a second
+    process on the same GPU cannot create its cuBLAS handle. No GPU here, so the call is
+    checked with stand-ins for the devices."""
+    import tensorflow as tf
+
+    from mnist_core import strategy
+
+    grown = []
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda gpu, on: grown.append((gpu, on)))
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    strategy._grow_gpu_memory(["gpu0", "gpu1"])
+    assert grown == [("gpu0", True), ("gpu1", True)]
+    grown.clear()
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")  # the user's choice stands
+    strategy._grow_gpu_memory(["gpu0"])
+    assert grown == []
+    # Every command sets the same default before TensorFlow starts, keeping the user's value.
+    from mnist_core import cli
+
+    cli.quiet_tensorflow_logs()
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "false"
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH")
+    cli.quiet_tensorflow_logs()
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"

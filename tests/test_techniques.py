@@ -69,9 +69,11 @@ def test_every_option_at_once_on_two_replicas_and_two_workers(data_dir, tmp_path
     assert mirrored.returncode == 0, mirrored.stderr
     workers = run_cli("mnist_core.launch", "--workers", "2", "--", *flags, "--output-dir", str(tmp_path / "w"))
     assert workers.returncode == 0, workers.stdout + workers.stderr
-    for run in ("m", "w"):
-        summary = json.loads((tmp_path / run / "summary.json").read_text())
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("m", "w")]
+    for summary in summaries:
         assert summary["num_replicas"] == 2 and summary["test_accuracy"] > 0.8, summary
+    # The same two-way split of every batch, augmented alike: the same weights.
+    assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
 
 
 def test_ema_evaluates_saves_and_resumes_with_the_average(data_dir, tmp_path):
