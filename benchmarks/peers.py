@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 

@@ -194,10 +194,13 @@ class TensorBoardSummaries(Action):
         import keras
 
         optimizer = run.program.optimizer
+        for name, writer in self.writers.items():  # train/, test/, val/: the entry's fields of each
+            with writer.as_default(step=run.step):
+                for key, value in entry.items():
+                    if key.startswith(f"{name}_") and key != f"{name}_examples" and isinstance(value, float):
+                        tf.summary.scalar(key[len(name) + 1:], value)
+            writer.flush()
         with self.writers["train"].as_default(step=run.step):
-            for key, value in entry.items():
-                if key.startswith("train_") and isinstance(value, float):
-                    tf.summary.scalar(key[len("train_"):], value)
             tf.summary.scalar("learning_rate", entry["learning_rate"])
             if entry["images_per_second"] is not None:
                 tf.summary.scalar("images_per_second", entry["images_per_second"])
@@ -206,15 +209,7 @@ class TensorBoardSummaries(Action):
             if self.histograms:
                 for weight in run.program.model.weights:
                     tf.summary.histogram(weight.path, weight.value)
-        for name, writer in self.writers.items():
-            if name == "train":
-                continue
-            with writer.as_default(step=run.step):
-                for key, value in entry.items():
-                    if key.startswith(f"{name}_") and key != f"{name}_examples" and isinstance(value, float):
-                        tf.summary.scalar(key[len(name) + 1:], value)
-        for writer in self.writers.values():
-            writer.flush()
+        self.writers["train"].flush()
 
     def close(self, run):
         for writer in self.writers.values():

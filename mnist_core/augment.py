@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import keras
+import tensorflow as tf
+
 PRESETS = {
     "digits": {"translate": 0.10, "rotate": 10.0 / 360.0, "zoom": 0.10, "flip": False},
     "clothing": {"translate": 0.08, "rotate": 0.0, "zoom": 0.08, "flip": True},
@@ -37,9 +40,6 @@ def resolve(augment: str, dataset: str) -> Optional[str]:
 
 def make(preset: str) -> Callable:
     """Returns ``augment(images [B, 28, 28, 1] float32, seed [2] int) -> images``."""
-    import keras
-    import tensorflow as tf
-
     options = PRESETS[preset]
     fill = {"fill_mode": "constant", "fill_value": 0.0}
     layers = [keras.layers.RandomTranslation(options["translate"], options["translate"], **fill)]
@@ -62,34 +62,18 @@ def make(preset: str) -> Callable:
     return augment
 
 
-def _stateless_seed_class():
-    import keras
-    import tensorflow as tf
+class _Stateless(keras.random.SeedGenerator):
+    """A ``SeedGenerator`` that hands out seeds derived from one seed tensor, without state.
 
-    class Stateless(keras.random.SeedGenerator):
-        """A ``SeedGenerator`` that hands out seeds derived from one seed tensor, without state.
+    Keras' random ops take an int or a ``SeedGenerator``; the layers draw from it with
+    ``next()``. This one answers each ``next()`` with the next of a fixed sequence of
+    stateless seeds, so the batch's transformation is a pure function of its seed.
+    """
 
-        Keras' random ops take an int or a ``SeedGenerator``; the layers draw from it with
-        ``next()``. This one answers each ``next()`` with the next of a fixed sequence of
-        stateless seeds, so the batch's transformation is a pure function of its seed.
-        """
+    def __init__(self, seed):  # no super().__init__: no state variable to create
+        self._seed = seed
+        self._draws = 0
 
-        def __init__(self, seed):  # no super().__init__: no state variable to create
-            self._seed = seed
-            self._draws = 0
-
-        def next(self, ordered=True):
-            self._draws += 1
-            return tf.random.experimental.stateless_fold_in(self._seed, self._draws)
-
-    return Stateless
-
-
-def _Stateless(seed):
-    global _STATELESS
-    if _STATELESS is None:
-        _STATELESS = _stateless_seed_class()
-    return _STATELESS(seed)
-
-
-_STATELESS = None
+    def next(self, ordered=True):
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._seed, self._draws)

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_core import actions as actions_lib
+from mnist_core import augment as augment_lib
 from mnist_core import autojit
 from mnist_core import data as data_lib
 from mnist_core import keras_protocol
@@ -206,21 +207,20 @@ class Program:
     @property
     def train_loop(self) -> Callable:
         """The compiled training loop (with or without XLA, as decided)."""
-        if self.jit is None:
-            raise RuntimeError("--jit-compile auto is not decided yet: call resolve_jit() first")
-        return self.train_loops[self.jit]
+        return self._decided(self.train_loops)
 
     @property
     def eval_loop(self) -> Callable:
+        return self._decided(self.eval_loops)
+
+    def _decided(self, loops: Dict[bool, Callable]) -> Callable:
         if self.jit is None:
             raise RuntimeError("--jit-compile auto is not decided yet: call resolve_jit() first")
-        return self.eval_loops[self.jit]
+        return loops[self.jit]
 
     def resolve_jit(self) -> autojit.JitDecision:
         """Decides ``--jit-compile auto`` by timing both loops (or from the cache); returns the decision."""
         if self.jit is None:
-            config = self.config
-
             def make_iterator():
                 # Random batches of the run's shape: the timing depends on shapes, not pixels.
                 return self.train_iterator(data_lib.synthetic(self.batch_per_step, test_size=1, seed=0))
@@ -241,8 +241,6 @@ class Program:
 
     def train_iterator(self, data: data_lib.MnistData, start_step: int = 0):
         """The distributed iterator over the (endless) training batches from ``start_step``."""
-        from mnist_core import augment as augment_lib
-
         dataset = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
@@ -306,6 +304,11 @@ class Program:
         totals = {key: float(value) for key, value in self.eval_loop(dataset).items()}
         count = totals["count"]
         return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}, int(count)
+
+
+def _eval_fields(name: str, logs: Dict, count: int) -> Dict:
+    """An evaluation of the ``name`` set as history.json's fields: ``test_loss``, ..., ``test_examples``."""
+    return {**{f"{name}_{key}": value for key, value in logs.items()}, f"{name}_examples": count}
 
 
 def _has_synchronized_batchnorm(model) -> bool:
@@ -477,13 +480,16 @@ def _flag(field: str) -> str:
 
 
 def check_resume(config: TrainConfig, program: "Program", data: data_lib.MnistData, out: Path,
-                 reporter: Reporter) -> None:
+                 record: Optional[Dict], reporter: Reporter) -> None:
     """Refuses a ``--resume`` whose flags would change the meaning of the saved run.
+
+    Args:
+        record: The run's ``config.json`` (:func:`mnist_core.rundir.read_run_record`), or
+            None if it has none.
 
     Raises:
         ConfigError: naming the flag and both values.
     """
-    record = rundir.read_run_record(out)
     if record is None:
         reporter.warn(f"{out} has no config.json (a run of an older mnist_core?): resuming without checking "
                       "that the flags match the run's")
@@ -649,7 +655,7 @@ class Trainer:
                                    decide_jit=False, recorded_jit=recorded_jit)
             self.model = program.model
             if config.resume:
-                check_resume(config, program, data, out, self.reporter)
+                check_resume(config, program, data, out, record, self.reporter)
             # Everything that can refuse the run does so before the run directory is touched.
             iterator = program.train_iterator(data, 0)
             eval_data = self._eval_inputs(program, data)
@@ -810,9 +816,7 @@ class Trainer:
                 for action in actions:
                     action.on_evaluate_begin(run, name)
                 logs, count = program.evaluate(dataset)
-                for key, value in logs.items():
-                    entry[f"{name}_{key}"] = value
-                entry[f"{name}_examples"] = count
+                entry.update(_eval_fields(name, logs, count))
                 for action in actions:
                     action.on_evaluate_end(run, name, logs)
             # The weights evaluated: with --ema the average, which model.keras will hold.
@@ -840,9 +844,7 @@ class Trainer:
             self.reporter.info("the weights were changed by a callback after the last epoch; evaluating them")
         if restored_by_callback or "test_examples" not in final:
             for name, dataset in eval_data.items():
-                logs, count = program.evaluate(dataset)
-                final.update({f"{name}_{key}": value for key, value in logs.items()})
-                final[f"{name}_examples"] = count
+                final.update(_eval_fields(name, *program.evaluate(dataset)))
         model_path = out / "model.keras"
 
         def save(path):

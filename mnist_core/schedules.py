@@ -19,6 +19,11 @@ def _serializable(cls):
     return keras.saving.register_keras_serializable(package="mnist_core")(cls)
 
 
+def _schedule(schedule) -> LearningRateSchedule:
+    """A wrapped schedule: given as itself, or as its config when a saved model is loaded."""
+    return schedule if isinstance(schedule, LearningRateSchedule) else keras.saving.deserialize_keras_object(schedule)
+
+
 @_serializable
 class Constant(LearningRateSchedule):
     """The same rate at every step (a schedule, so that warm-up can wrap it)."""
@@ -39,7 +44,7 @@ class Warmup(LearningRateSchedule):
     then ``schedule`` counted from the end of the ramp."""
 
     def __init__(self, schedule, warmup_steps: int):
-        self.schedule = schedule if isinstance(schedule, LearningRateSchedule) else keras.saving.deserialize_keras_object(schedule)
+        self.schedule = _schedule(schedule)
         self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step):
@@ -89,7 +94,7 @@ class PerUpdate(LearningRateSchedule):
     """
 
     def __init__(self, schedule, every: int):
-        self.schedule = schedule if isinstance(schedule, LearningRateSchedule) else keras.saving.deserialize_keras_object(schedule)
+        self.schedule = _schedule(schedule)
         self.every = int(every)
 
     def __call__(self, step):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_idx_dir, run_cli
-from mnist_core import autojit, data as data_lib
+from mnist_core import autojit
 from mnist_core.config import TrainConfig
 from mnist_core.controller import AUTO_JIT_MIN_STEPS, Trainer, make_program
 from mnist_core.errors import ConfigError

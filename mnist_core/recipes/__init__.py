@@ -59,10 +59,14 @@ def resolve(path: str) -> str:
     reading it reports the missing file."""
     if os.path.exists(path):
         return path
-    match = _NAME.fullmatch(path)
-    if match and match.group(1) in names():
-        return str(RECIPES_DIR / f"{match.group(1)}.toml")
-    return path
+    name = _builtin(path)
+    return str(RECIPES_DIR / f"{name}.toml") if name else path
+
+
+def _builtin(text: str) -> Optional[str]:
+    """The built-in recipe ``text`` names (``recipes/NAME.toml``, ``NAME.toml``, ``NAME``), or None."""
+    match = _NAME.fullmatch(text)
+    return match.group(1) if match and match.group(1) in names() else None
 
 
 def split(values: Dict, flag: str) -> Tuple[Dict, Dict]:
@@ -89,10 +93,10 @@ def get(name: str) -> Recipe:
     Raises:
         ConfigError: no such recipe, or its file does not parse.
     """
-    match = _NAME.fullmatch(name)
-    if not match or match.group(1) not in names():
+    builtin = _builtin(name)
+    if builtin is None:
         raise ConfigError(f"recipe {name!r}: unknown; choose one of {', '.join(names())}")
-    path = RECIPES_DIR / f"{match.group(1)}.toml"
+    path = RECIPES_DIR / f"{builtin}.toml"
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -102,7 +106,7 @@ def get(name: str) -> Recipe:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"recipe {path}: {e}") from None
     options, meta = split(values, f"recipe {path}")
-    return Recipe(match.group(1), path, options, meta)
+    return Recipe(builtin, path, options, meta)
 
 
 def all_recipes(kind: Optional[str] = None) -> List[Recipe]:
