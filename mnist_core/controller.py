@@ -522,9 +522,10 @@ def check_resume(config: TrainConfig, program: "Program", data: data_lib.MnistDa
                 f"BatchNormalization ({batchnorm[0]}) normalises over each replica's share of the batch, so "
                 f"the steps would change meaning; {hint} (or use --sync-batchnorm in a new run)")
         reporter.info(f"resuming on {replicas} replica(s) (the run had {before}): the same mean gradient per step")
-    if config.epochs != saved.get("epochs") and config.lr_schedule == "cosine":
-        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule cosine: "
-                      "the schedule now decays over the new length, so the learning rate jumps at the resume point")
+    if config.epochs != saved.get("epochs") and config.lr_schedule in optim.RUN_LENGTH_SCHEDULES:
+        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule "
+                      f"{config.lr_schedule}: the schedule now spans the new length, so the learning rate jumps "
+                      "at the resume point")
 
 
 class Run:

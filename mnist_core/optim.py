@@ -7,6 +7,10 @@ import keras
 from mnist_core.config import TrainConfig
 
 
+# Schedules laid over the run's total number of updates: another --epochs reshapes them.
+RUN_LENGTH_SCHEDULES = ("cosine", "onecycle")
+
+
 def learning_rate(config: TrainConfig, steps_per_epoch: int, per_update: int = 1):
     """Returns a float (constant) or a Keras schedule stepping once per optimizer update.
 

@@ -137,6 +137,9 @@ GUARDED = {
     "model": "mlp_small", "dataset": "fashion_mnist", "batch_size": 32, "seed": 7, "optimizer": "sgd",
     "lr": 0.5, "lr_schedule": "cosine", "lr_decay_rate": 0.5, "momentum": 0.5, "precision": "mixed_bfloat16",
     "val_split": 0.25, "sync_batchnorm": True,
+    # the training techniques (issue 14)
+    "warmup_epochs": 0.5, "weight_decay": 0.01, "clipnorm": 1.0, "global_clipnorm": 1.0, "ema": 0.9,
+    "grad_accum_steps": 2, "label_smoothing": 0.1, "augment": "digits",
 }
 
 
@@ -165,6 +168,18 @@ def test_resume_accepts_flags_meant_to_change(data_dir, tmp_path):
     summary = _run(_config(data_dir, out, resume=True, epochs=3, checkpoint_every=0, keep_checkpoints=1,
                            steps_per_loop=5, histograms=True, quiet=False, jit_compile=True))
     assert summary["epochs"] == 3
+
+
+@pytest.mark.parametrize("schedule, warned", [("cosine", True), ("onecycle", True), ("exponential", False)])
+def test_resume_with_other_epochs_warns_where_the_schedule_spans_the_run(data_dir, tmp_path, schedule, warned):
+    out = tmp_path / "run"
+    _run(_config(data_dir, out, epochs=1, lr_schedule=schedule))
+    reporter = Reporter(quiet=True)
+    warnings = []
+    reporter.warn = warnings.append
+    Trainer(_config(data_dir, out, epochs=2, lr_schedule=schedule, resume=True), reporter).run()
+    spans = [w for w in warnings if w.startswith(f"--epochs 2 (the run had 1) with --lr-schedule {schedule}")]
+    assert len(spans) == int(warned), warnings
 
 
 def test_resume_on_another_replica_count_is_refused_with_unsynchronized_batchnorm(data_dir, tmp_path):
