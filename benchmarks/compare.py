@@ -12,7 +12,7 @@ little. Here every round runs one fresh process per side (the ``--ref`` commit, 
 out with ``git worktree``, and this tree), alternating which goes first, and each process
 times every model in turn; the ratio reported is the median over rounds of each round's
 ratio, with its range. The loop is driven as the controller drives it
-(``controller.make_program``, ``program.train_loop`` with ``--steps-per-loop`` steps per
+(``program.make_program``, ``program.train_loop`` with ``--steps-per-loop`` steps per
 call) on synthetic data, so the figures are the loop's alone.
 """
 
@@ -45,7 +45,7 @@ except ImportError:  # an older tree
 import keras, tensorflow as tf
 from mnist_core import data as data_lib, precision
 from mnist_core.config import TrainConfig
-from mnist_core.controller import make_program
+from mnist_core.program import make_program
 
 models, batch, spl, seconds, jit, prec = json.loads(sys.argv[1])
 data = data_lib.synthetic(20000, seed=0)

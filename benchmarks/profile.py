@@ -1,6 +1,6 @@
 """``python -m benchmarks.profile``: where a training step's time goes, per steps-per-loop.
 
-Runs mnist_core's loop (as the controller does, via ``controller.make_program``) under the
+Runs mnist_core's loop (as the controller does, via ``program.make_program``) under the
 TensorFlow profiler for each ``--steps-per-loop`` value, writes the traces (open them in
 TensorBoard's Profile tab: ``tensorboard --logdir LOGDIR``), and reads them back to split
 the wall time of a step into:
@@ -82,7 +82,7 @@ def profile_setting(data, model: str, batch_size: int, spl: int, steps: int, jit
     import tensorflow as tf
 
     from benchmarks.suites import core_config, run_steps
-    from mnist_core.controller import make_program
+    from mnist_core.program import make_program
 
     config = core_config(model, batch_size, spl, jit, "float32", seed=42)
     keras.utils.set_random_seed(config.seed)

@@ -2,7 +2,7 @@
 
 ``train`` and ``fit`` time the same thing: steady-state training images/s of one model,
 optimizer (Adam 1e-3), batch size and data, after warm-up. mnist_core runs its compiled
-loop exactly as the controller does (``controller.make_program``); ``fit`` is the tutorial
+loop exactly as the controller does (``program.make_program``); ``fit`` is the tutorial
 recipe users run today — ``model.compile(...)`` + ``model.fit`` on float32 numpy arrays —
 with Keras' defaults (``steps_per_execution=1``, ``jit_compile="auto"``, which Keras
 resolves to XLA off on CPU-only machines and on for these models on GPUs), and again with ``steps_per_execution``/``jit_compile`` matched to
@@ -149,7 +149,7 @@ class CoreRunner:
     """mnist_core's loop for one configuration, built once and timed in windows.
 
     Construction builds the program exactly as the controller does
-    (``controller.make_program``) and runs one step: tracing and compilation, reported as
+    (``program.make_program``) and runs one step: tracing and compilation, reported as
     ``warmup_seconds``. ``calibrate`` then times a probe and fixes the window length in
     steps; each ``window()`` is one timed window. Keeping runners alive lets the grid
     interleave the windows of mnist_core and ``model.fit`` (see :func:`train_and_fit`).
@@ -160,7 +160,7 @@ class CoreRunner:
         import tensorflow as tf
 
         from mnist_core import precision
-        from mnist_core.controller import make_program
+        from mnist_core.program import make_program
 
         gc.collect()  # free the previous measurement's pipeline threads and variables first
         self.config = config
@@ -454,7 +454,7 @@ def epoch(out: Output, settings: Settings, data) -> None:
     process's peak memory after it (peak RSS only grows, so sizes go smallest first)."""
     import dataclasses
 
-    from mnist_core.controller import auto_steps_per_loop
+    from mnist_core.program import auto_steps_per_loop
 
     model, batch_size = settings.models[0], settings.batch_sizes[0]
     for size in sorted(settings.dataset_sizes):

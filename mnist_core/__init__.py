@@ -28,16 +28,16 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TrainConfig": ("mnist_core.config", "TrainConfig"),
-    "Trainer": ("mnist_core.controller", "Trainer"),
-    "train": ("mnist_core.controller", "train"),
+    "Trainer": ("mnist_core.trainer", "Trainer"),
+    "train": ("mnist_core.trainer", "train"),
     "MnistData": ("mnist_core.data", "MnistData"),
     "load_data": ("mnist_core.data", "load"),
     "from_arrays": ("mnist_core.data", "from_arrays"),
     "load_model": ("mnist_core.inference", "load_keras_model"),
     "load_classifier": ("mnist_core.inference", "load_classifier"),
     "export_savedmodel": ("mnist_core.inference", "export_savedmodel"),
-    "evaluate_model": ("mnist_core.api", "evaluate_model"),
-    "predict_proba": ("mnist_core.api", "predict_proba"),
+    "evaluate_model": ("mnist_core.evaluation", "evaluate_model"),
+    "predict_proba": ("mnist_core.inference", "predict_proba"),
     "register_model": ("mnist_core.models", "register"),
     "MnistCoreError": ("mnist_core.errors", "MnistCoreError"),
 }

@@ -164,7 +164,8 @@ def cached(key: str) -> Optional[JitDecision]:
 
 def remember(key: str, decision: JitDecision) -> None:
     """Adds a decision to the cache file (best effort: a read-only home only re-decides)."""
-    from mnist_core.rundir import WriteError, write_json
+    from mnist_core.errors import WriteError
+    from mnist_core.files import write_json
 
     path = cache_path()
     try:

@@ -32,8 +32,9 @@ from typing import Callable, List, Optional, Tuple
 import tensorflow as tf
 
 from mnist_core.errors import ConfigError, one_line
-from mnist_core.rundir import CHECKPOINT_DIR, write_failed
+from mnist_core.files import write_failed
 
+CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged"
 _STEP = re.compile(r"ckpt-(\d+)$")
 

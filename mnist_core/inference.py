@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path) -> Path:
     archive.add_endpoint(name="serve", fn=_serving_fn(model, input_shape), input_signature=[_image_spec()])
     archive.add_endpoint(name="regularization_loss", fn=lambda: {"loss": _regularization(model)},
                          input_signature=[])
-    from mnist_core.rundir import write_atomically
+    from mnist_core.files import write_atomically
 
     # Written beside the target and renamed into place: an interrupted export never
     # leaves a half-written SavedModel where a server would load it.
@@ -232,3 +232,28 @@ def load_keras_model(path: Path):
         return keras.models.load_model(path, compile=False)
     except Exception as e:
         raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {one_line(e)[:200]})") from None
+
+
+def classifier_of(model: Union[str, Path, object]):
+    """A :class:`mnist_core.inference.Classifier` for a path or an in-memory model."""
+    if isinstance(model, (str, Path)):
+        return load_classifier(Path(model))
+    return classifier_for(model)
+
+
+def predict_proba(model, images, *, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities ``[N, 10]`` of images.
+
+    Args:
+        model: A path (``RUN/model.keras`` or a SavedModel directory) or a ``keras.Model``.
+        images: uint8 pixels or floats in [0, 1] (rounded to 8-bit pixels), shaped ``[N, 28, 28]``,
+            ``[N, 28, 28, 1]`` or ``[N, 784]`` (already MNIST-like: light on dark,
+            centred; ``mnist-predict`` prepares photos and files).
+        batch_size: Images per forward pass.
+    """
+    from mnist_core import data as data_lib
+
+    pixels = data_lib.from_arrays((images, np.zeros(len(images), np.uint8)) * 2).train_images
+    if pixels.dtype != np.uint8:
+        pixels = np.round(pixels * 255.0).astype(np.uint8)
+    return classifier_of(model).probabilities(pixels, batch_size)

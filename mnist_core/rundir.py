@@ -1,17 +1,13 @@
-"""The run directory: checked before anything runs, locked for a run's life, written atomically.
+"""The run directory: checked before anything runs, locked for a run's life.
 
 Every file a run writes either appears whole or not at all:
 
-* ``history.json``, ``summary.json``, ``config.json``: written to a temporary file in the
-  same directory and renamed over the old one (a rename is atomic on POSIX);
-* ``model.keras``: saved to a temporary file and renamed into place;
-* ``saved_model/``: written beside it and swapped in by renames;
+* ``history.json``, ``summary.json``, ``config.json``, ``model.keras`` and
+  ``saved_model/``: written beside their place and renamed into it
+  (:mod:`mnist_core.files`);
 * ``checkpoints/``: TensorFlow writes each checkpoint's files before naming it in the
   ``checkpoint`` index, and a checkpoint that cannot be read completely is skipped on
   resume (:mod:`mnist_core.checkpoint`).
-
-A write that fails (disk full, permissions) stops the run with :class:`WriteError`
-(exit status 4), naming the file; what was written before stays as it was.
 
 One run per directory: :class:`RunLock` holds an OS file lock (``flock``) on
 ``OUTPUT_DIR/.lock`` while the run lives. The kernel drops it when the process ends, even
@@ -27,124 +23,20 @@ import errno
 import fcntl
 import json
 import os
-import re
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional
 
+from mnist_core.checkpoint import CHECKPOINT_DIR, has_checkpoint
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, MnistCoreError
+from mnist_core.errors import ConfigError
+from mnist_core.files import remove, remove_stale_temporaries, umask_mode
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 SAVEDMODEL_DIR = "saved_model"
 RUN_FILES = ("history.json", "history.json.damaged", "summary.json", CONFIG_FILE, "model.keras", SAVEDMODEL_DIR,
              CHECKPOINT_DIR, "tensorboard")
-
-
-class WriteError(MnistCoreError):
-    """A run file could not be written (disk full, permissions): exit status 4."""
-
-    exit_code = 4
-
-
-# The causes a write fails for, as the OS words them; TensorFlow's errors embed the text.
-_OS_CAUSES = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
-                                                  errno.EROFS, errno.EIO, errno.ENOENT))
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = " ".join(str(error).split())
-    for cause in _OS_CAUSES:
-        if cause.lower() in text.lower():
-            return cause
-    text = re.sub(r"\{\{.*?\}\}\s*", "", text)  # TensorFlow's op/device prefix
-    return text[:200] or type(error).__name__
-
-
-def write_failed(what: str, error: BaseException, kept: str = "") -> WriteError:
-    """The one-line error of a failed write of ``what``."""
-    tail = f"; {kept}" if kept else ""
-    return WriteError(f"cannot write {what} ({_reason(error)}){tail}")
-
-
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_json(path: Path, value) -> None:
-    """Writes JSON atomically: a crash mid-write never leaves a truncated file.
-
-    Raises:
-        WriteError: the file cannot be written; the previous version is intact.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; the run's files are the user's usual mode
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise write_failed(str(path), e, f"the previous {path.name} is intact" if path.exists() else "") from None
-
-
-def write_atomically(path: Path, write: Callable[[Path], None], what: Optional[str] = None) -> Path:
-    """Calls ``write(tmp)`` for a temporary path beside ``path``, then renames it into place.
-
-    Works for files (``model.keras``) and directories (``saved_model/``): an old version is
-    moved aside first and removed only once the new one is in place.
-
-    Raises:
-        WriteError: writing failed; nothing at ``path`` changed.
-    """
-    path = Path(path)
-    # ".tmp.model.keras" keeps the suffix Keras insists on when saving.
-    tmp = path.with_name(f".tmp.{path.name}")
-    old = path.with_name(f".old.{path.name}")
-    for leftover in (tmp, old):
-        _remove(leftover)
-    try:
-        write(tmp)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except Exception as e:  # OSError, and TensorFlow's/Keras' own errors for the same causes
-        _remove(tmp)
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        raise write_failed(what or str(path), e, f"the previous {path.name} is intact" if path.exists() else "") \
-            from None
-    _remove(old)
-    return path
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Deletes temporary files a killed run left mid-write (never a finished file)."""
-    for pattern in (".*.tmp", ".tmp.*", ".old.*"):
-        for leftover in out.glob(pattern):
-            _remove(leftover)
 
 
 def default_output_dir() -> Path:
@@ -169,8 +61,6 @@ def check_output_dir(config: TrainConfig) -> Path:
     created or removed here, so a run refused later (bad model, bad batch size) leaves the
     directory as it was.
     """
-    from mnist_core.checkpoint import has_checkpoint
-
     out = Path(config.output_dir) if config.output_dir else default_output_dir()
     flag = f"--output-dir {out}"
     if out.exists() and not out.is_dir():
@@ -195,7 +85,7 @@ def prepare_output_dir(config: TrainConfig, out: Path) -> None:
     flag = f"--output-dir {out}"
     if config.overwrite and not config.resume:
         for name in RUN_FILES:
-            _remove(out / name)
+            remove(out / name)
     remove_stale_temporaries(out)
     try:
         with tempfile.TemporaryFile(dir=out):
@@ -252,7 +142,7 @@ class RunLock:
         """
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _umask_mode())
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, umask_mode())
         except OSError as e:
             raise ConfigError(f"--output-dir {self.out}: not writable ({e.strerror or e})") from None
         try:

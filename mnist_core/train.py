@@ -1,6 +1,6 @@
 """``python -m mnist_core.train`` / ``mnist-train``: parse flags, build the config, train.
 
-Only argument parsing lives here; the work is :func:`mnist_core.controller.train`.
+Only argument parsing lives here; the work is :func:`mnist_core.trainer.train`.
 """
 
 from __future__ import annotations
@@ -186,9 +186,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     def body():
         config = config_from_args(argv)
         cli.import_tensorflow()  # after the flags are checked, without its start-up noise
-        from mnist_core import controller
+        from mnist_core import trainer
 
-        controller.train(config)
+        trainer.train(config)
 
     return cli.run_main(PROG, body)
 

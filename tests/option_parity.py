@@ -44,7 +44,7 @@ def main(replicas, options):
     import tensorflow as tf
 
     from mnist_core import optim
-    from mnist_core.controller import make_program
+    from mnist_core.program import make_program
 
     tf.get_logger().setLevel("ERROR")
     extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}

@@ -34,7 +34,7 @@ def main(replicas, names):
     import tensorflow as tf
 
     import protocol_models
-    from mnist_core.controller import make_program
+    from mnist_core.program import make_program
 
     tf.get_logger().setLevel("ERROR")
     extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}

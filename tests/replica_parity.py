@@ -5,7 +5,7 @@ Run as a script (the CPU must be split into 2 logical devices before TensorFlow 
     python tests/replica_parity.py MODEL[+jit][@B/B...][,...] BATCH[,BATCH...]
 
 Prints one JSON line per (model, batch): the largest weight difference after the step
-and both losses. Both programs are built by ``controller.make_program``, exactly as a run
+and both losses. Both programs are built by ``program.make_program``, exactly as a run
 builds them; the single-replica one never uses XLA, so ``MODEL+jit`` compares mirrored+XLA
 against the plain step.
 """
@@ -32,7 +32,7 @@ def main(models, batches):
     import keras
     import tensorflow as tf
 
-    from mnist_core.controller import make_program
+    from mnist_core.program import make_program
 
     tf.get_logger().setLevel("ERROR")  # building many programs in one process is expected here
     mirrored_config = TrainConfig(strategy="mirrored", cpu_replicas=2)

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import learnable_digits, make_idx_dir, write_idx
 from mnist_core import data
+from mnist_core.data import sources
 from mnist_core.errors import DataError
 
 
@@ -118,7 +119,7 @@ def test_unreadable_data_dir(idx_dir, monkeypatch):
     if os.geteuid() == 0:
         # Root reads any directory whatever its mode bits: simulate what a user would see.
         real_access = os.access
-        monkeypatch.setattr(data.os, "access", lambda p, mode: Path(p) != idx_dir and real_access(p, mode))
+        monkeypatch.setattr(sources.os, "access", lambda p, mode: Path(p) != idx_dir and real_access(p, mode))
     idx_dir.chmod(0o000)
     try:
         with pytest.raises(DataError, match=r"^--data-dir .*data: directory is not readable$"):
@@ -142,9 +143,9 @@ def test_unreadable_idx_file_is_one_line_error(idx_dir, monkeypatch):
 
 
 def test_resolution_order_env_then_keras_then_debian(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "tfds_prepared", lambda name, data_dir=None: False)
+    monkeypatch.setattr(sources, "tfds_prepared", lambda name, data_dir=None: False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", tmp_path / "debian")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", tmp_path / "debian")
     # Nothing anywhere: one message listing every way, no download attempted.
     with pytest.raises(DataError) as e:
         data.load("fashion_mnist")

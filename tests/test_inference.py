@@ -67,7 +67,7 @@ def test_savedmodel_signature_serves_uint8_images_like_the_keras_model(run_dir):
 
 
 def test_metrics_per_class_from_a_known_confusion():
-    from mnist_core.evaluate import metrics
+    from mnist_core.evaluation import metrics
 
     labels = np.array([0, 0, 1, 1, 2])
     predicted = np.array([0, 1, 1, 1, 0])
@@ -183,7 +183,7 @@ def _ring(size=28, radius=6.0, width=1.6, center=(14.0, 14.0)):
 
 
 def test_mnist_preprocessing_undoes_inversion_scale_colour_and_position():
-    from mnist_core.predict import to_model_input
+    from mnist_core.images import to_model_input
 
     canonical = to_model_input(_ring(), "mnist")
     # The same ring as a photo would have it: 4x larger, dark on light, off-centre, RGB.
@@ -204,7 +204,7 @@ def test_mnist_preprocessing_undoes_inversion_scale_colour_and_position():
 
 def test_mnist_preprocessing_keeps_real_digits(shared_data):
     from mnist_core import data
-    from mnist_core.predict import to_model_input
+    from mnist_core.images import to_model_input
 
     digits = data.load_idx_dir(shared_data / "mnist-5k").test_images[:500]
     processed = np.stack([to_model_input(d / 255.0, "mnist") for d in digits])
@@ -217,7 +217,7 @@ def test_mnist_preprocessing_keeps_real_digits(shared_data):
 def test_transparent_png_strokes_read_as_ink(tmp_path):
     import tensorflow as tf
 
-    from mnist_core.predict import read_images, to_model_input
+    from mnist_core.images import read_images, to_model_input
 
     rgba = np.zeros((40, 40, 4), np.uint8)  # black strokes on a fully transparent background
     rgba[..., 3] = (_ring(40, 10.0, 2.0, (20.0, 20.0)) * 255).astype(np.uint8)
@@ -280,7 +280,7 @@ def test_plot_writes_curves_and_samples(run_dir, tmp_path):
 
 
 def test_sample_indices_show_the_first_images_then_the_mistakes():
-    from mnist_core.plot import sample_indices
+    from mnist_core.plotting import sample_indices
 
     labels = np.arange(20) % 10
     predicted = labels.copy()

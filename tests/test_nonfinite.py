@@ -17,7 +17,8 @@ import fault_models
 from conftest import error_lines, run_cli
 from mnist_core import loop as loop_lib, models, optim, precision, step as step_lib
 from mnist_core.config import TrainConfig
-from mnist_core.controller import NonFiniteLossError, Trainer
+from mnist_core.errors import NonFiniteLossError
+from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
 FAULTS = {"loss": {"forward": float("nan")}, "gradients": {"backward": float("inf")}}

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core import TrainConfig, train
-from mnist_core.controller import NonFiniteLossError, Trainer
+from mnist_core.errors import NonFiniteLossError
+from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
 TESTS = str(REPO / "tests")

@@ -15,10 +15,11 @@ import tensorflow as tf
 from conftest import REPO, make_idx_dir, run_cli
 from mnist_core.checkpoint import verify
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Trainer
+from mnist_core.trainer import Trainer
 from mnist_core.errors import ConfigError
 from mnist_core.reporting import Reporter
-from mnist_core.rundir import RunLock, WriteError
+from mnist_core.errors import WriteError
+from mnist_core.rundir import RunLock
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_a_model_that_cannot_be_saved_stops_the_run_and_resume_finishes_it(data_
 
 
 def test_history_that_cannot_be_written_keeps_the_previous_file(data_dir, tmp_path, monkeypatch):
-    from mnist_core import rundir
+    from mnist_core import files
 
     out = tmp_path / "run"
     real_dump = json.dump
@@ -251,7 +252,7 @@ def test_history_that_cannot_be_written_keeps_the_previous_file(data_dir, tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_dump(value, f, **kwargs)
 
-    monkeypatch.setattr(rundir.json, "dump", dump)
+    monkeypatch.setattr(files.json, "dump", dump)
     with pytest.raises(WriteError, match="cannot write .*history.json \\(No space left on device\\); "
                                          "the previous history.json is intact"):
         _run(_config(data_dir, out))

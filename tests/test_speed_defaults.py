@@ -11,7 +11,8 @@ import tensorflow as tf
 from conftest import make_idx_dir, run_cli
 from mnist_core import autojit
 from mnist_core.config import TrainConfig
-from mnist_core.controller import AUTO_JIT_MIN_STEPS, Trainer, make_program
+from mnist_core.program import AUTO_JIT_MIN_STEPS, make_program
+from mnist_core.trainer import Trainer
 from mnist_core.errors import ConfigError
 from mnist_core.reporting import Reporter
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, error_lines, make_idx_dir, run_cli
 from mnist_core import models, precision
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Trainer
+from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
 TESTS = str(REPO / "tests")

@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core import data as data_lib
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Trainer
+from mnist_core.trainer import Trainer
 from mnist_core.errors import ConfigError
 from mnist_core.reporting import Reporter
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from mnist_core import loop as loop_lib
 from mnist_core import step as step_lib
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Trainer
+from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
 

@@ -1,4 +1,4 @@
-"""Keras' model protocol inside mnist_core's compiled loop.
+"""Layer 1 for models that bring their own step: Keras' model protocol in the compiled loop.
 
 Keras teaches one way to customise training ("customizing what happens in ``fit``"): a
 ``keras.Model`` subclass overrides ``train_step``, ``test_step``, ``compute_loss`` or
@@ -21,10 +21,8 @@ outside.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -150,98 +148,6 @@ def metrics_or_logs(model, logs: Dict) -> Dict:
     if set(logs) == set(metric_logs):
         return metric_logs
     return logs
-
-
-# --------------------------------------------------------------------------- tracing checks
-
-
-def _public_state(model) -> Dict[str, object]:
-    """The model's own public Python attributes that a step might mutate as a side effect."""
-    state = {}
-    for name, value in vars(model).items():
-        if name.startswith("_") or name in ("built", "trainable", "stop_training", "compiled", "history",
-                                             "optimizer", "name", "loss", "steps_per_execution"):
-            continue
-        if isinstance(value, (bool, int, float, str)):
-            state[name] = value
-        elif isinstance(value, (list, dict, set, tuple)):
-            state[name] = ("len", len(value))
-    return state
-
-
-@contextlib.contextmanager
-def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None]:
-    """Runs a trace of ``methods`` and turns what cannot work in a graph into one line.
-
-    Inside the block the model's overridden protocol methods (and ``call``) are wrapped
-    so that a failure names the innermost one that raised. After a successful trace, two
-    Python side effects that would silently happen once, at tracing, instead of at every
-    step are refused: a change of a public Python attribute of the model (a counter kept
-    in a Python int), and printing (``print`` instead of ``tf.print``).
-
-    Raises:
-        ModelError: naming the method and why.
-    """
-    active: List[str] = []
-    failed: List[Tuple[str, Exception]] = []
-    names = [*methods, "call"]
-    missing = object()
-    previous = {name: vars(model).get(name, missing) for name in names}
-    for name in names:
-        bound = getattr(model, name)
-
-        def wrapper(*args, __name=name, __bound=bound, **kwargs):
-            active.append(__name)
-            try:
-                return __bound(*args, **kwargs)
-            except Exception as error:
-                if not failed:  # the innermost method, with the error as the user's code raised it
-                    failed.append((__name, error))
-                raise
-            finally:
-                active.pop()
-
-        object.__setattr__(model, name, wrapper)
-    before = _public_state(model)
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            yield
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:
-        if not failed:
-            raise ModelError(f"{where}: tracing the compiled loop failed "
-                             f"({type(e).__name__}: {one_line(e)[:300]})") from None
-        method, error = failed[0]
-        text = one_line(error)
-        hint = ""
-        if any(word in text for word in ("numpy", "NumPy", "symbolic", "__array__")):
-            hint = "; inside a step use keras.ops or tf ops, not numpy or .numpy()"
-        raise ModelError(
-            f"{where}: {method}() cannot be traced into a TensorFlow graph "
-            f"({type(error).__name__}: {text[:300]}){hint}"
-        ) from None
-    finally:
-        for name, value in previous.items():
-            if value is missing:
-                object.__delattr__(model, name)
-            else:
-                object.__setattr__(model, name, value)
-    after = _public_state(model)
-    changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
-    if changed:
-        raise ModelError(
-            f"{where}: tracing {'/'.join(methods) or 'call'}() changed self.{changed[0]}, a Python side effect "
-            "that runs once, when TensorFlow traces the step, not at every step; keep such state in a "
-            "keras.Variable (self.add_weight / keras.Variable) or a metric"
-        )
-    if printed.getvalue().strip():
-        first = printed.getvalue().strip().splitlines()[0][:80]
-        raise ModelError(
-            f"{where}: tracing {'/'.join(methods) or 'call'}() printed {first!r}; Python's print runs once, "
-            "when TensorFlow traces the step, not at every step: use tf.print or a metric"
-        )
 
 
 def describe(overrides: Sequence[str]) -> str:

@@ -1,0 +1,29 @@
+"""Data: MNIST-style datasets in memory, where they come from, and the tf.data pipelines.
+
+=============  ==========================================================================
+``dataset``    :class:`MnistData` (uint8 arrays in memory), class names, validation split
+``formats``    IDX files and Keras' ``mnist.npz``, read and checked
+``arrays``     numpy arrays given by the user (``data=``), checked as files are
+``sources``    ``--data-dir``, the resolution order without it, TFDS, synthetic data
+``pipeline``   the tf.data training and evaluation pipelines
+=============  ==========================================================================
+
+Everything a caller needs is importable from here (``mnist_core.data.load``).
+"""
+
+from mnist_core.data.arrays import from_arrays
+from mnist_core.data.dataset import (
+    FASHION_CLASSES,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    MnistData,
+    class_names,
+    split_validation,
+)
+from mnist_core.data.formats import IDX_FILES, has_idx_files, load_idx_dir, load_npz, read_idx
+from mnist_core.data.pipeline import eval_dataset, normalize_images, train_dataset
+from mnist_core.data.sources import load, load_from_path, load_tfds, synthetic, tfds_prepared
+
+__all__ = ["FASHION_CLASSES", "IDX_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MnistData", "class_names", "eval_dataset",
+           "from_arrays", "has_idx_files", "load", "load_from_path", "load_idx_dir", "load_npz", "load_tfds",
+           "normalize_images", "read_idx", "split_validation", "synthetic", "tfds_prepared", "train_dataset"]

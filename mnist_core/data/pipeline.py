@@ -1,0 +1,108 @@
+"""The tf.data pipelines: endless shuffled training batches and a finite evaluation pass.
+
+Images enter as uint8 (or float32 in [0, 1], from arrays) and are scaled and shaped per
+batch (:func:`normalize_images`), the one definition of the model's input that training,
+evaluation, the SavedModel's serving signature and ``mnist_core.predict`` share.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from mnist_core.data.dataset import IMAGE_SIZE
+
+
+def normalize_images(images, input_shape: Sequence[int]):
+    """uint8 ``[N, 28, 28]`` → float32 in [0, 1] shaped ``[N, *input_shape]``.
+
+    The one definition of the model's input: the training and evaluation pipelines, the
+    exported SavedModel's serving signature and ``mnist_core.predict`` all use it, so a
+    model sees the same numbers wherever it runs.
+    """
+    import tensorflow as tf
+
+    if images.dtype == tf.float32:  # arrays given already scaled to [0, 1] (data=)
+        return tf.reshape(images, (-1, *input_shape))
+    return tf.reshape(tf.cast(images, tf.float32) * (1.0 / 255.0), (-1, *input_shape))
+
+
+def _normalizer(input_shape: Sequence[int]):
+    import tensorflow as tf
+
+    def normalize(images, labels):
+        # Scale on the batch, not per example: one vectorised op per batch instead of
+        # one per image is what keeps the pipeline far ahead of the model.
+        return normalize_images(images, input_shape), tf.cast(labels, tf.int32)
+
+    return normalize
+
+
+def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
+                  skip_batches: int = 0, augment: Optional[str] = None):
+    """Infinite training pipeline: per-epoch permutation → gather batches → normalise → prefetch.
+
+    Every epoch is a fresh permutation of the whole set, drawn with
+    ``stateless_shuffle(seed=[seed, epoch])``, cut into ``len(images) // global_batch_size``
+    full batches of indices (the remainder, different every epoch, is dropped) so every
+    step has the same static batch shape: the loss is averaged over exactly
+    ``global_batch_size`` examples on every replica count, and XLA compiles one program.
+    Each batch is one ``tf.gather`` from the arrays, as Keras' own array adapter does.
+
+    Why not ``shuffle(len(images))`` on examples: that buffer is refilled one example at
+    a time at every epoch boundary, and the next batch waits while it fills (up to 69 ms
+    measured on Fashion-MNIST, 2 cores, against a 0.4 ms median); a permutation of
+    indices costs about a millisecond.
+
+    The order is a pure function of ``seed``: ``skip_batches=k`` yields exactly what the
+    un-skipped pipeline yields from its k-th batch on. Resuming uses this instead of a
+    saved iterator; it starts at the right epoch's permutation and skips index batches
+    only, so fast-forwarding costs milliseconds wherever the run stopped.
+    """
+    import tensorflow as tf
+
+    n = len(labels)
+    per_epoch = n // global_batch_size
+    if per_epoch < 1:
+        raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
+    seed = int(seed)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        batches = tf.reshape(order[: per_epoch * global_batch_size], (per_epoch, global_batch_size))
+        return tf.data.Dataset.from_tensor_slices(batches)
+
+    first_epoch, offset = divmod(skip_batches, per_epoch)
+    indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)
+    # The arrays enter the pipeline once, as one element repeated (no copy per batch).
+    arrays = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    normalize = _normalizer(input_shape)
+    transform = None
+    if augment:
+        from mnist_core import augment as augment_lib
+
+        transform = augment_lib.make(augment)
+    # The global batch number: with --augment, each batch's random transformation is drawn
+    # from [seed, batch], so a resumed run transforms its batches as an uninterrupted one.
+    steps = tf.data.Dataset.counter(skip_batches)
+
+    def gather(batch, step, arrays):
+        images, labels = tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
+        if transform is not None:
+            pixels = normalize_images(images, (IMAGE_SIZE, IMAGE_SIZE, 1))
+            pixels = transform(pixels, tf.stack([tf.constant(seed, tf.int64), step]))
+            return tf.reshape(pixels, (-1, *input_shape)), tf.cast(labels, tf.int32)
+        return normalize(images, labels)
+
+    ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images, labels, *, batch_size: int, input_shape: Sequence[int]):
+    """Finite evaluation pipeline that yields every example exactly once (last batch partial)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(_normalizer(input_shape), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

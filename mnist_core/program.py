@@ -1,0 +1,358 @@
+"""The compiled training program: model, optimizer and loops, built once from a config.
+
+:func:`make_program` builds everything that runs in the graph for a config under a
+strategy — the model (from the registry or the user's), the optimizer (built in scope), the
+step (mnist_core's explicit one, :mod:`mnist_core.step`, or the model's own through Keras'
+protocol, :mod:`mnist_core.keras_step`) and the compiled loops around it
+(:mod:`mnist_core.loop`), with and without XLA until ``--jit-compile auto`` is decided
+(:mod:`mnist_core.autojit`). The controller drives the :class:`Program`; the benchmarks
+time exactly the same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mnist_core import augment as augment_lib
+from mnist_core import autojit
+from mnist_core import data as data_lib
+from mnist_core import keras_step
+from mnist_core import loop as loop_lib
+from mnist_core import models as model_lib
+from mnist_core import optim
+from mnist_core import step as step_lib
+from mnist_core import tracing
+from mnist_core.config import TrainConfig
+from mnist_core.errors import ConfigError
+
+
+def weights_digest(model) -> str:
+    """SHA-256 (first 16 hex digits) of all weights: equal digests mean identical models."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_options(multi_worker: bool) -> tf.data.Options:
+    """Explicit auto-shard policy: no silent FILE→DATA fallback warnings.
+
+    In-memory data has no files to shard. One worker (any number of local replicas)
+    needs no sharding: ``experimental_distribute_dataset`` splits each global batch over
+    the replicas. Several workers each keep a disjoint part of every global batch (DATA).
+    """
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.DATA if multi_worker else policy.OFF
+    return options
+
+
+def auto_steps_per_loop(steps_per_epoch: int) -> int:
+    """About a tenth of an epoch, at most 100 steps: cheap dispatch, live progress."""
+    return max(1, min(100, steps_per_epoch // 10))
+
+
+def _to_python(value):
+    array = np.asarray(value)
+    return float(array) if array.ndim == 0 else array.tolist()
+
+
+def python_logs(logs) -> Dict:
+    return {key: _to_python(value) for key, value in logs.items()}
+
+
+@contextlib.contextmanager
+def averaged_weights(program: "Program"):
+    """With ``--ema``: the weights' moving average in place for the block (evaluation), the
+    trained weights back afterwards, so training and its checkpoints continue unchanged."""
+    optimizer = optim.inner(program.optimizer)
+    averages = getattr(optimizer, "_model_variables_moving_average", None) if getattr(optimizer, "use_ema", False) \
+        else None
+    if not averages:
+        yield
+        return
+    variables = program.model.trainable_variables
+    saved = [v.numpy() for v in variables]
+    for variable, average in zip(variables, averages):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def has_synchronized_batchnorm(model) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization) and getattr(layer, "synchronized", False)
+               for layer in model._flatten_layers())
+
+
+@dataclasses.dataclass
+class Program:
+    """The compiled training program of a config: model, optimizer, loops and inputs.
+
+    Built by :func:`make_program`; the controller drives it, and the benchmarks time it
+    exactly as the controller runs it.
+
+    Attributes:
+        protocol: The Keras protocol methods the model overrides (``train_step``,
+            ``test_step``, ``compute_loss``, ``compute_metrics``); empty for mnist_core's
+            explicit step.
+    """
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    spec: model_lib.ModelSpec
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    train_loops: Dict[bool, Callable]
+    eval_loops: Dict[bool, Callable]
+    steps_per_epoch: int
+    steps_per_loop: int
+    protocol: Tuple[str, ...] = ()
+    jit: Optional[bool] = None
+    jit_decision: Optional[autojit.JitDecision] = None
+    jit_key: Optional[str] = None
+    batch_per_step: int = 0  # examples per step: the batch, times --grad-accum-steps in the explicit step
+
+    @property
+    def keras_protocol(self) -> bool:
+        return bool(self.protocol)
+
+    @property
+    def train_loop(self) -> Callable:
+        """The compiled training loop (with or without XLA, as decided)."""
+        return self._decided(self.train_loops)
+
+    @property
+    def eval_loop(self) -> Callable:
+        return self._decided(self.eval_loops)
+
+    def _decided(self, loops: Dict[bool, Callable]) -> Callable:
+        if self.jit is None:
+            raise RuntimeError("--jit-compile auto is not decided yet: call resolve_jit() first")
+        return loops[self.jit]
+
+    def resolve_jit(self) -> autojit.JitDecision:
+        """Decides ``--jit-compile auto`` by timing both loops (or from the cache); returns the decision."""
+        if self.jit is None:
+            def make_iterator():
+                # Random batches of the run's shape: the timing depends on shapes, not pixels.
+                return self.train_iterator(data_lib.synthetic(self.batch_per_step, test_size=1, seed=0))
+
+            variables = [*self.model.variables, *self.optimizer.variables]
+            self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
+                                               min(self.steps_per_loop, 10), self.jit_key,
+                                               after=self.model.reset_metrics)
+            self.jit = self.jit_decision.choice
+        return self.jit_decision
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return self.spec.input_shape
+
+    def _options(self) -> tf.data.Options:
+        return dataset_options(self.config.strategy == "multi_worker")
+
+    def train_iterator(self, data: data_lib.MnistData, start_step: int = 0):
+        """The distributed iterator over the (endless) training batches from ``start_step``."""
+        dataset = data_lib.train_dataset(
+            data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
+            seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
+            augment=augment_lib.resolve(self.config.augment, data.name),
+        )
+        return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
+
+    def eval_input(self, images: np.ndarray, labels: np.ndarray):
+        """A distributed, finite evaluation dataset (every example exactly once).
+
+        Batched by ``--eval-batch-size`` (evaluation keeps no activations for a backward
+        pass, so its batches can be much larger than training's, and fewer calls cost less).
+        """
+        batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
+        dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape)
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
+
+    def trace(self, iterator, eval_inputs: Sequence) -> None:
+        """Traces the loops before training, so that user code that cannot become a graph
+        stops the run with one line naming the method, before any step or file.
+
+        The traces are the ones the first calls use (same argument types): nothing is
+        traced twice.
+        """
+        where = f"--model {self.spec.name!r}"
+        train_methods = [m for m in self.protocol if m != "test_step"]
+        for train_loop in self.train_loops.values():  # both variants while --jit-compile auto is open
+            with tracing.traced_user_code(self.model, where, train_methods):
+                train_loop.get_concrete_function(iterator, tf.TensorSpec([], tf.int32))
+        eval_methods = [m for m in self.protocol if m != "train_step"]
+        for eval_loop in self.eval_loops.values():
+            for dataset in eval_inputs[:1]:  # every evaluation set has the same element type
+                with tracing.traced_user_code(self.model, where, eval_methods):
+                    eval_loop.get_concrete_function(dataset)
+
+    def run_steps(self, iterator, steps: int) -> Dict:
+        """One compiled loop call of ``steps`` steps; the result as Python numbers."""
+        result = self.train_loop(iterator, tf.constant(steps, tf.int32))
+        out = {key: float(value) for key, value in result.items() if key != "logs"}
+        if "logs" in result:
+            out["logs"] = result["logs"]
+            loss = result["logs"].get("loss") if isinstance(result["logs"], dict) else None
+            # A Keras step's loss is a running mean: it says whether a non-finite loss
+            # entered it, which is what stop mode needs (skipping counts come from the
+            # optimizer).
+            out["nonfinite"] = float(loss is not None and not np.all(np.isfinite(np.asarray(loss))))
+        return out
+
+    def evaluate(self, dataset) -> Tuple[Dict, int]:
+        """Evaluates one distributed dataset: ``(metrics, examples)``.
+
+        The explicit step reports the mean cross-entropy plus the regulariser (as
+        Keras' ``evaluate``) and the accuracy; a Keras-protocol model reports whatever its
+        ``test_step`` returns, its metrics reset first, as ``evaluate`` resets them.
+        """
+        if self.keras_protocol:
+            self.model.reset_metrics()
+            out = self.eval_loop(dataset)
+            logs = python_logs(keras_step.metrics_or_logs(self.model, out["logs"]))
+            return logs, int(float(out["count"]))
+        totals = {key: float(value) for key, value in self.eval_loop(dataset).items()}
+        count = totals["count"]
+        return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}, int(count)
+
+
+def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
+                 on_trace: Optional[Callable[[], None]] = None,
+                 spec: Optional[model_lib.ModelSpec] = None, *, decide_jit: bool = True,
+                 recorded_jit: Optional[bool] = None) -> Program:
+    """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
+
+    Args:
+        config: The run's configuration.
+        strategy: Its distribution strategy.
+        num_train: Training examples (for the steps per epoch).
+        on_trace: Called whenever the training loop is traced (tests count traces).
+        spec: The model to build; default ``config.model`` from the registry.
+        decide_jit: Decide ``--jit-compile auto`` now (by timing); the trainer decides
+            later, after tracing the user's code, with ``program.resolve_jit()``.
+        recorded_jit: The choice a resumed run recorded when it started.
+
+    Raises:
+        ConfigError: the batch size does not divide over the replicas or exceeds the
+            data, or an option can't be honoured for this model.
+        ModelError: the model can't be built, compiled or used.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas")
+    spec = spec or model_lib.get(config.model)
+    where = f"--model {spec.name!r}"
+    if spec.instance is not None and config.strategy != "default":
+        raise ConfigError(f"model=: a keras.Model object can only be trained with strategy 'default' (its "
+                          f"variables already exist outside the {config.strategy} strategy's scope); pass its "
+                          "class or a factory function instead")
+    with strategy.scope():
+        model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
+    protocol = keras_step.overridden_methods(model)
+    # With --grad-accum-steps N the explicit step takes N micro-batches per step (one
+    # update); a Keras-protocol model's optimizer accumulates itself, a batch per step.
+    accumulate_in_step = config.grad_accum_steps > 1 and not protocol
+    batch_per_step = config.batch_size * (config.grad_accum_steps if accumulate_in_step else 1)
+    steps_per_epoch = num_train // batch_per_step
+    if steps_per_epoch == 0:
+        what = (f"--batch-size {config.batch_size} x --grad-accum-steps {config.grad_accum_steps}"
+                if accumulate_in_step else f"--batch-size {config.batch_size}")
+        raise ConfigError(f"{what} is larger than the {num_train} training examples")
+    if config.profile_range and config.profile_range[1] > steps_per_epoch * config.epochs:
+        raise ConfigError(f"--profile-steps {config.profile_steps}: the run has only "
+                          f"{steps_per_epoch * config.epochs} steps ({config.epochs} epochs of {steps_per_epoch})")
+    if config.grad_accum_steps > 1 and protocol and replicas > 1:
+        raise ConfigError(
+            f"--grad-accum-steps: {where} brings its own step, so Keras' optimizer accumulates the gradients, "
+            f"and Keras' accumulation puts the cross-replica all-reduce inside a condition that {replicas} "
+            "replicas cannot run; use one replica, or a model without a train_step/compute_loss override")
+    with strategy.scope():
+        optimizer = optim.make_optimizer(config, steps_per_epoch, keras_accumulation=bool(protocol))
+        # Keras 3 creates slot variables lazily; a tf.function would then try to create
+        # them while tracing (fails: "You must feed a value for placeholder"). Build now,
+        # in scope, so slots are distributed like the weights and restorable.
+        optimizer.build(model.trainable_variables)
+        # Compiled as the tutorial recipe compiles it, whichever step trains it: a Keras-
+        # protocol model needs compile's loss and metrics, and callbacks find what they
+        # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
+        # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
+        keras_step.compile_model(model, optimizer, spec.input_shape, where,
+                                     label_smoothing=config.label_smoothing)
+    steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
+    plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
+    jit_key = None
+    if plan is None:
+        # A decision cached by an earlier run: build (and trace) only the variant it chose.
+        jit_key = autojit.cache_key(config, model, spec.factory, replicas, steps_per_loop)
+        plan = autojit.cached(jit_key)
+    if config.jit_compile == "on" and replicas > 1 and has_synchronized_batchnorm(model):
+        raise ConfigError(
+            f"--jit-compile: the model has synchronized BatchNormalization, whose statistics are all-reduced "
+            f"across the {replicas} replicas inside the forward pass, and a cross-replica all-reduce cannot run "
+            "inside an XLA cluster; drop --jit-compile or --sync-batchnorm"
+        )
+    health = dict(variables=model.trainable_variables, skip_counter=optim.skipped_updates(optimizer))
+    train_loops, eval_loops = {}, {}
+    for jit in ([plan.choice] if plan is not None else [False, True]):
+        if protocol:
+            train_step = keras_step.make_train_step(model, optimizer, jit_compile=jit, num_replicas=replicas,
+                                                        where=where)
+            train_loops[jit] = loop_lib.make_keras_train_loop(
+                strategy, loop_lib.make_keras_step(strategy, train_step), on_trace=on_trace, **health)
+            eval_loops[jit] = loop_lib.make_keras_eval_loop(
+                strategy, loop_lib.make_keras_step(strategy, keras_step.make_test_step(model, jit_compile=jit)))
+        else:
+            train_step = step_lib.make_train_step(
+                model, optimizer, config.batch_size, jit_compile=jit, num_replicas=replicas,
+                label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps if accumulate_in_step else 1)
+            train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
+            eval_loops[jit] = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model, jit_compile=jit))
+    program = Program(
+        config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
+        train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
+        batch_per_step=batch_per_step,
+        steps_per_loop=steps_per_loop, protocol=protocol,
+        jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
+    )
+    if decide_jit:
+        program.resolve_jit()
+    return program
+
+
+# Deciding --jit-compile auto times both loops for a few calls each (about 80 steps and two
+# compilations): a run shorter than this keeps XLA off rather than spend more than it saves.
+AUTO_JIT_MIN_STEPS = 400
+
+
+def _jit_plan(config: TrainConfig, replicas: int, model, protocol, steps_per_epoch: int,
+              recorded: Optional[bool]) -> Optional[autojit.JitDecision]:
+    """``--jit-compile`` resolved without timing where it can be; None: time both."""
+    if config.jit_compile in ("on", "off"):
+        return autojit.JitDecision(config.jit_compile == "on", "forced")
+    if recorded is not None:
+        return autojit.JitDecision(recorded, "recorded")
+    reason = None
+    if config.deterministic:
+        reason = "--deterministic: a choice must not depend on timing, and XLA is not deterministic for every op"
+    elif config.strategy == "multi_worker":
+        reason = "multi_worker: every worker must compile the same program, and their timings differ"
+    elif replicas > 1 and "train_step" in protocol:
+        reason = "the model's own train_step cannot run under XLA on several replicas"
+    elif replicas > 1 and has_synchronized_batchnorm(model):
+        reason = "synchronized BatchNormalization cannot run under XLA on several replicas"
+    elif config.epochs * steps_per_epoch < AUTO_JIT_MIN_STEPS:
+        reason = (f"a run of {config.epochs * steps_per_epoch} steps: timing both would cost more than it saves "
+                  f"(under {AUTO_JIT_MIN_STEPS})")
+    return autojit.JitDecision(False, reason) if reason else None

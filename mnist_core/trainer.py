@@ -1,0 +1,317 @@
+"""One training run from a config: set up, train through the controller, write what it leaves.
+
+:class:`Trainer` assembles a run — data, strategy, the compiled program
+(:mod:`mnist_core.program`), the checks that can refuse it (all before the run directory
+is touched), the run directory and its lock, the actions — hands it to the
+:class:`~mnist_core.controller.Controller`, and at the end writes ``model.keras``, the
+optional SavedModel and ``summary.json``. :func:`train` is the function the command line
+and the Python API call. The run directory::
+
+    OUTPUT_DIR/
+      history.json      one entry per epoch (rewritten atomically after each epoch)
+      summary.json      final metrics and the full resolved config
+      config.json       what the run recorded when it started (--resume checks it)
+      model.keras       the trained model
+      saved_model/      with --export-savedmodel: SavedModel serving uint8 [N, 28, 28] images
+      checkpoints/      tf.train.CheckpointManager checkpoints (for --resume)
+      tensorboard/      train/ and test/ (and val/) event files: scalars, the model graph,
+                        --histograms; plugins/profile/ with --profile-steps
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from mnist_core import actions as actions_lib
+from mnist_core import data as data_lib
+from mnist_core import inference, keras_step, precision, resume, rundir
+from mnist_core import models as model_lib
+from mnist_core import strategy as strategy_lib
+from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
+from mnist_core.config import TrainConfig
+from mnist_core.controller import Controller, eval_fields
+from mnist_core.errors import ConfigError
+from mnist_core.files import write_atomically, write_json
+from mnist_core.program import Program, make_program, weights_digest
+from mnist_core.reporting import Reporter
+from mnist_core.run import Run
+
+
+@contextlib.contextmanager
+def detached_optimizer(model):
+    """Saves ``model.keras`` as architecture and weights only, compiled or not.
+
+    The optimizer is set on the model during training (Keras callbacks such as
+    ReduceLROnPlateau reach it as ``model.optimizer``); saved with it, ``model.keras``
+    would carry the optimizer's slots (twice the weights for Adam) and a compile config
+    naming mnist_core's optimizer wrappers. The checkpoints keep the training state.
+    """
+    saved = {name: model.__dict__.get(name) for name in ("optimizer", "compiled")}
+    model.optimizer = None
+    model.compiled = False
+    try:
+        yield model
+    finally:
+        model.optimizer = saved["optimizer"]
+        model.compiled = bool(saved["compiled"])
+
+
+class Trainer:
+    """Runs one training job described by a :class:`TrainConfig`.
+
+    Args:
+        config: The validated configuration.
+        reporter: Console output; a plain :class:`Reporter` if ``None``.
+        on_trace: Called whenever the training loop is (re)traced; tests count calls.
+        callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them
+            (added to those of ``config.callbacks``).
+        model: A ``keras.Model`` object, subclass or factory to train instead of
+            ``config.model``.
+        data: ``(x_train, y_train, x_test, y_test)`` arrays or a
+            :class:`mnist_core.data.MnistData`, instead of loading ``config.dataset``.
+    """
+
+    def __init__(self, config: TrainConfig, reporter: Optional[Reporter] = None,
+                 on_trace: Optional[Callable[[], None]] = None, *, callbacks: Optional[Sequence] = None,
+                 model=None, data=None):
+        self.config = config
+        self.reporter = reporter or Reporter(quiet=config.quiet)
+        self.on_trace = on_trace
+        self.callbacks = list(callbacks or ())
+        self.model_source = model
+        self.data_source = data
+        self.model = None
+        self.history: List[Dict] = []
+
+    # ------------------------------------------------------------------ set-up
+
+    def _load_data(self) -> data_lib.MnistData:
+        config = self.config
+        if self.data_source is not None:
+            data = data_lib.from_arrays(self.data_source, name=config.dataset)
+        else:
+            data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
+                                 seed=config.seed)
+        data = data_lib.split_validation(data, config.val_split, config.seed)
+        self.reporter.info(f"data: {data.describe()}")
+        return data
+
+    def _callbacks(self) -> List:
+        from mnist_core import callbacks as callbacks_lib
+
+        loaded = callbacks_lib.load_callbacks(self.config.callbacks)
+        return callbacks_lib.check_callbacks([*loaded, *self.callbacks], self.config.lr_schedule)
+
+    def run(self) -> Dict:
+        """Trains, evaluates and writes the run directory; returns the summary dict.
+
+        Raises:
+            MnistCoreError: bad configuration, data or model (before training starts),
+                a non-finite loss (``NonFiniteLossError``), a signal (``InterruptedRun``),
+                a failing user callback (``CallbackError``) or write (``WriteError``).
+        """
+        started = time.perf_counter()
+        config = self.config
+        spec = None
+        if self.model_source is not None:
+            spec = model_lib.spec_for(self.model_source)
+            # summary.json names what was trained (module:Class), not the default --model.
+            config = self.config = config.replace(model=spec.name)
+        callbacks = self._callbacks()
+        strategy_lib.configure_devices(config)
+        strategy = strategy_lib.make_strategy(config)
+        chief = strategy_lib.is_chief(strategy)
+        # Only the chief's directory is checked and locked; every worker reads its
+        # checkpoints on resume (the others write theirs to scratch).
+        out = rundir.check_output_dir(config) if chief else Path(config.output_dir or ".")
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        data = self._load_data()
+        record = rundir.read_run_record(out) if config.resume else None
+        recorded_jit = (record or {}).get("jit_compile_resolved") if config.jit_compile == "auto" else None
+        with precision.policy(config.precision):
+            program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
+                                   decide_jit=False, recorded_jit=recorded_jit)
+            self.model = program.model
+            if config.resume:
+                resume.check_resume(config, program, data, out, record, self.reporter)
+            # Everything that can refuse the run does so before the run directory is touched.
+            iterator = program.train_iterator(data, 0)
+            eval_sets = self._eval_sets(program, data)
+            program.trace(iterator, list(eval_sets.values()))
+            self._check_target_metric(program, eval_sets)
+            decision = program.resolve_jit()
+            if config.jit_compile == "auto":
+                self.reporter.info(decision.describe())
+            updates = config.epochs * program.steps_per_epoch
+            if config.ema and updates < 2 / (1 - config.ema):
+                self.reporter.warn(f"--ema {config.ema} averages over about {1 / (1 - config.ema):,.0f} updates and "
+                                   f"this run has {updates}: the average will still be close to the initial weights")
+            scratch = None if chief else Path(tempfile.mkdtemp(prefix="mnist_core_worker_"))
+            try:
+                with rundir.locked(out if chief else None):
+                    if chief:
+                        rundir.prepare_output_dir(config, out)
+                    return self._train(program, data, out if chief else scratch, started, chief, callbacks,
+                                       iterator, eval_sets)
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def _eval_sets(program: Program, data: data_lib.MnistData) -> Dict:
+        eval_sets = {"test": (data.test_images, data.test_labels)}
+        if data.val_images is not None:
+            eval_sets["val"] = (data.val_images, data.val_labels)
+        return {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
+
+    def _check_target_metric(self, program: Program, eval_sets: Dict) -> None:
+        if self.config.target_accuracy and program.keras_protocol:
+            eval_loop = next(iter(program.eval_loops.values()))  # the variants return the same logs
+            structure = eval_loop.get_concrete_function(eval_sets["test"]).structured_outputs["logs"]
+            if "accuracy" not in structure:
+                raise ConfigError(f"--target-accuracy: the model's test_step reports no 'accuracy' "
+                                  f"(it returns {', '.join(sorted(structure)) or 'nothing'})")
+
+    def _train(self, program: Program, data: data_lib.MnistData, out: Path, started: float, chief: bool,
+               callbacks: List, iterator, eval_sets: Dict) -> Dict:
+        config = self.config
+        state = CheckpointState(program.model, program.optimizer, str(out / CHECKPOINT_DIR),
+                                keep=config.keep_checkpoints)
+        start_step = 0
+        if config.resume:
+            # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
+            start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR),
+                                                        warn=self.reporter.warn)
+            self.history = resume.previous_history(out, start_step // program.steps_per_epoch, self.reporter.warn)
+            self.reporter.info(f"resumed from {restored} (step {start_step}, "
+                               f"epoch {start_step // program.steps_per_epoch + 1})")
+            if start_step:
+                iterator = program.train_iterator(data, start_step)  # the traced loop takes it as it is
+        elif chief:
+            write_json(out / rundir.CONFIG_FILE, resume.run_record(program, data))
+        if program.protocol:
+            self.reporter.info(f"model overrides {keras_step.describe(program.protocol)}: "
+                               "training through the Keras model protocol")
+
+        run = Run(config, program, state, out, self.reporter, start_step, self.history, chief, started)
+        writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)}
+        Controller(run, self._actions(run, program, writers, callbacks), eval_sets).train(iterator)
+        return self._finish(run, eval_sets, data)
+
+    def _actions(self, run: Run, program: Program, writers: Dict, callbacks: List) -> List[actions_lib.Action]:
+        """The run's behaviours, in the order each event reaches them.
+
+        At a loop end the non-finite check comes first (nothing spoiled may be saved after
+        it) and signals last; at an epoch end user callbacks see the epoch before its
+        checkpoint is written, so a learning rate they change is in that checkpoint.
+        """
+        config = self.config
+        multi_worker = config.strategy == "multi_worker"
+        signals = actions_lib.Signals(forward_sigint_as_sigterm=multi_worker)
+        actions: List[actions_lib.Action] = [actions_lib.NonFiniteGuard(), actions_lib.Progress()]
+        if callbacks:
+            params = {"verbose": 0, "epochs": config.epochs, "steps": program.steps_per_epoch}
+            actions.append(actions_lib.KerasCallbacks(callbacks, program.model, params))
+        actions += [actions_lib.HistoryFile(), actions_lib.Checkpoints(config.checkpoint_every),
+                    actions_lib.TensorBoardSummaries(writers, histograms=config.histograms)]
+        if config.profile_range:
+            actions.append(actions_lib.StepProfiler(*config.profile_range, logdir=str(run.out / "tensorboard")))
+        if config.target_accuracy:
+            actions.append(actions_lib.TargetAccuracy(config.target_accuracy))
+        if multi_worker:
+            actions.append(actions_lib.Preemption(program.strategy, run.state, signals))
+        actions.append(signals)
+        return actions
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, run: Run, eval_sets: Dict, data: data_lib.MnistData) -> Dict:
+        config, program, out = self.config, run.program, run.out
+        model = program.model
+
+        final = dict(run.history[-1]) if run.history else {}
+        restored_by_callback = run.last_eval_digest is not None and weights_digest(model) != run.last_eval_digest
+        if restored_by_callback:
+            # A callback (EarlyStopping(restore_best_weights=True)) replaced the weights
+            # after the last evaluation: report what model.keras holds.
+            self.reporter.info("the weights were changed by a callback after the last epoch; evaluating them")
+        if restored_by_callback or "test_examples" not in final:
+            for name, dataset in eval_sets.items():
+                final.update(eval_fields(name, *program.evaluate(dataset)))
+        model_path = out / "model.keras"
+
+        def save(path):
+            with detached_optimizer(model):
+                model.save(path)
+
+        write_atomically(model_path, save)
+        savedmodel_path = None
+        if config.export_savedmodel and run.chief:
+            savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
+                                                              out / inference.SAVEDMODEL_DIR))
+        summary = {
+            "test_accuracy": final.get("test_accuracy"),
+            "test_loss": final.get("test_loss"),
+            "test_examples": final.get("test_examples"),
+            "metrics": {k: v for k, v in final.items()
+                        if k.startswith(("train_", "test_", "val_")) and k not in ("train_seconds",)},
+            "images_per_second": run.timed_images / run.timed_seconds if run.timed_seconds else None,
+            "seconds": time.perf_counter() - run.started,
+            "epochs": len(run.history),
+            "steps": run.step,
+            "steps_per_epoch": program.steps_per_epoch,
+            "steps_per_loop": program.steps_per_loop,
+            "jit_compile": program.jit,
+            "jit_decision": program.jit_decision.to_dict() if program.jit_decision else None,
+            "num_replicas": program.strategy.num_replicas_in_sync,
+            "dataset": data.describe(),
+            "input_shape": list(program.input_shape),
+            "model": program.spec.name,
+            "keras_protocol": list(program.protocol),
+            "stopped_early": run.stop_reason,
+            "weights_restored_by_callback": restored_by_callback,
+            "model_path": str(model_path),
+            "savedmodel_path": savedmodel_path,
+            "output_dir": str(out),
+            "parameters": int(model.count_params()),
+            "weights_sha256": weights_digest(model),
+            "worker": "chief" if run.chief else "worker",
+            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                         "python": platform.python_version()},
+            "config": config.to_dict(),
+        }
+        write_json(out / "summary.json", summary)
+        if config.strategy == "multi_worker":
+            self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
+        self.reporter.final(run.history, summary)
+        return summary
+
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks: Optional[Sequence] = None,
+          model=None, data=None) -> Dict:
+    """Trains the model ``config`` describes; returns the summary (also in summary.json).
+
+    Args:
+        config: A :class:`TrainConfig`, or a mapping of its fields.
+        reporter: Console output; default prints per the config's ``quiet``.
+        callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them.
+        model: A ``keras.Model`` object, a ``keras.Model`` subclass or a factory function
+            to train instead of ``config.model``.
+        data: ``(x_train, y_train, x_test, y_test)`` numpy arrays (uint8 pixels, or floats
+            in [0, 1]; images ``[N, 28, 28]``, ``[N, 28, 28, 1]`` or ``[N, 784]``; integer
+            labels 0..9), or a :class:`mnist_core.data.MnistData`.
+    """
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(dict(config))
+    return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()
