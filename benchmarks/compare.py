@@ -45,7 +45,10 @@ except ImportError:  # an older tree
 import keras, tensorflow as tf
 from mnist_core import data as data_lib, precision
 from mnist_core.config import TrainConfig
-from mnist_core.program import make_program
+try:
+    from mnist_core.program import make_program
+except ImportError:  # a tree from before the program had a module of its own
+    from mnist_core.controller import make_program
 
 models, batch, spl, seconds, jit, prec = json.loads(sys.argv[1])
 data = data_lib.synthetic(20000, seed=0)
