@@ -50,17 +50,36 @@ class Measurement:
         }
 
 
+def source_commit() -> Optional[str]:
+    """The git commit measured (with ``+changes`` when the tree differs from it), or None."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+changes" if dirty else "")) or None
+
+
 def machine_description() -> Dict:
-    """CPU model and cores, memory, GPUs (name), Python/TF/Keras versions."""
+    """CPU model, SIMD flags and cores, memory, GPUs (name), Python/TF/Keras versions, the commit."""
     import keras
     import tensorflow as tf
 
     cpu = platform.processor() or platform.machine()
+    simd = []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    # What decides which kernels TensorFlow, XLA and oneDNN pick (AVX2 or AVX-512).
+                    simd = sorted(flag for flag in line.split(":", 1)[1].split() if flag.startswith(("avx", "amx")))
                     break
     except OSError:
         pass
@@ -75,6 +94,7 @@ def machine_description() -> Dict:
         gpus.append(details.get("device_name", gpu.name))
     return {
         "cpu": cpu,
+        "cpu_simd": simd,
         "cpu_cores": os.cpu_count(),
         "memory_gib": memory_gib,
         "gpus": gpus,
@@ -83,6 +103,8 @@ def machine_description() -> Dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "platform": platform.platform(),
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "commit": source_commit(),
     }
 
 

@@ -138,7 +138,7 @@ GUARDED = {
     "model": "mlp_small", "dataset": "fashion_mnist", "batch_size": 32, "seed": 7, "optimizer": "sgd",
     "lr": 0.5, "lr_schedule": "cosine", "lr_decay_rate": 0.5, "momentum": 0.5, "precision": "mixed_bfloat16",
     "val_split": 0.25, "sync_batchnorm": True,
-    # the training techniques (issue 14)
+    # the training techniques
     "warmup_epochs": 0.5, "weight_decay": 0.01, "clipnorm": 1.0, "global_clipnorm": 1.0, "ema": 0.9,
     "grad_accum_steps": 2, "label_smoothing": 0.1, "augment": "digits",
 }

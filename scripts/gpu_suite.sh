@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# One prepared GPU session, sized for a short lease (about 6 minutes of device time):
+# The whole GPU check, prepared to run unattended in about 6 minutes:
 #   1. does TensorFlow see the GPU? (if not: TF's log, and stop: nothing else is worth the time)
 #   2. a reduced scripts/gpu_check.sh grid (cnn, batch 512, synthetic 60k, 1 epoch): every
 #      precision x XLA on the default strategy, float32 on one_device and mirrored
 #   3. the benchmarks' train and fit suites on mlp and cnn, batch 512, steps per loop 100
 #   4. the GPU fast recipes run to the end on real data, when DATA_DIR holds it
-# Run 2026-11-26 on an H200 (benchmarks/RESULTS.md, session 6): step 1 took 20 s, 2-4 344 s.
-# Usage: scripts/gpu_session.sh OUT_DIR check          step 1 alone (a first, cheap call)
-#        scripts/gpu_session.sh OUT_DIR rest [DATA_DIR]  steps 2-4 (DATA_DIR holds mnist-5k/, fashion-mnist/)
+# Run 2026-11-26 on an H200 (benchmarks/RESULTS.md, "On a GPU"): step 1 took 20 s, steps 2-4 344 s.
+# Usage: scripts/gpu_suite.sh OUT_DIR check          step 1 alone (a first, cheap call)
+#        scripts/gpu_suite.sh OUT_DIR rest [DATA_DIR]  steps 2-4 (DATA_DIR holds mnist-5k/, fashion-mnist/)
 # Each step has its own time limit, so a slow step cannot take the later ones with it.
 set -uo pipefail
-out="${1:?usage: gpu_session.sh OUT_DIR check|rest [DATA_DIR]}"
+out="${1:?usage: gpu_suite.sh OUT_DIR check|rest [DATA_DIR]}"
 what="${2:-check}"
 data="${3:-}"
 mkdir -p "$out"
