@@ -46,6 +46,44 @@ CLOSE = 0.10  # within 10%, the 2% margin needs more rounds to be told apart fro
 CLOSE_CALLS = 7
 
 
+class XlaCannotCompile(Exception):
+    """XLA failed to compile the step (an op without an XLA kernel, a dynamic shape...)."""
+
+
+def xla_reason(error: BaseException) -> str:
+    """Why XLA could not compile, in a few words: the unsupported ops if XLA named them."""
+    import re
+
+    text = " ".join(str(error).split())
+    match = re.search(r"unsupported operations? when trying to compile graph .*? on XLA_\w+: ([\w, ]+?)(?: \(|$)", text)
+    if match:
+        ops = sorted({op.strip() for op in match.group(1).split(",") if op.strip()})
+        return f"no XLA kernel for {', '.join(ops)}"
+    text = re.sub(r"\{\{.*?\}\}\s*", "", text)
+    return text[:160]
+
+
+def run_once(loop: Callable, make_input: Callable[[], object], variables, after: Callable[[], None], *args) -> None:
+    """Calls ``loop`` once on ``make_input()`` and restores ``variables`` afterwards.
+
+    Raises:
+        XlaCannotCompile: the call failed in TensorFlow (the loop is an XLA variant that
+            XLA cannot compile); the variables are restored either way.
+    """
+    import tensorflow as tf
+
+    saved = [v.numpy() for v in variables]
+    try:
+        result = loop(make_input(), *args)
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)  # wait for it
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise XlaCannotCompile(xla_reason(e)) from None
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        after()
+
+
 @dataclasses.dataclass
 class JitDecision:
     """What ``--jit-compile`` resolved to, and why.
@@ -53,7 +91,8 @@ class JitDecision:
     Attributes:
         choice: Compile with XLA.
         reason: ``forced`` (on/off given), ``timed``, ``cached``, ``recorded`` (resume),
-            or why no timing was possible (``deterministic``, ``multi_worker``...).
+            or why no timing was possible (``deterministic``, ``multi_worker``, XLA
+            cannot compile the step...).
         seconds: What deciding cost (0 when cached or not timed).
         ms_per_step: The timed milliseconds per step, ``{"on": x, "off": y}``.
     """
@@ -62,6 +101,7 @@ class JitDecision:
     reason: str
     seconds: float = 0.0
     ms_per_step: Dict[str, float] = dataclasses.field(default_factory=dict)
+    why: str = ""  # for a cached decision that was not timed: why (XLA cannot compile the step)
 
     def describe(self) -> str:
         """One line for the console."""
@@ -73,6 +113,8 @@ class JitDecision:
             timing = ""
             if self.ms_per_step:
                 timing = f" (XLA {self.ms_per_step['on']:.2f} ms/step, without {self.ms_per_step['off']:.2f})"
+            elif self.why:
+                timing = f" ({self.why})"
             return f"--jit-compile auto: {choice}, decided earlier on this machine{timing}"
         if self.reason == "recorded":
             return f"--jit-compile auto: {choice}, as the run recorded when it started"
@@ -159,7 +201,7 @@ def cached(key: str) -> Optional[JitDecision]:
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("choice"), bool):
         return None
-    return JitDecision(entry["choice"], "cached", 0.0, dict(entry.get("ms_per_step") or {}))
+    return JitDecision(entry["choice"], "cached", 0.0, dict(entry.get("ms_per_step") or {}), str(entry.get("why") or ""))
 
 
 def remember(key: str, decision: JitDecision) -> None:
@@ -175,6 +217,8 @@ def remember(key: str, decision: JitDecision) -> None:
     except (OSError, ValueError):
         entries = {}
     entries[key] = {"choice": decision.choice, "ms_per_step": decision.ms_per_step, "decided": time.time()}
+    if decision.reason != "timed":
+        entries[key]["why"] = decision.reason
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, entries)
@@ -207,7 +251,12 @@ def time_variants(loops: Dict[bool, Callable], make_iterator: Callable[[], objec
             return (time.perf_counter() - started) / n
 
         for choice in loops:  # tracing and XLA compilation: one step is enough
-            timed(choice, 1)
+            try:
+                timed(choice, 1)
+            except tf.errors.OpError as e:
+                if choice:
+                    raise XlaCannotCompile(xla_reason(e)) from None
+                raise
         probe = {choice: timed(choice, steps) for choice in loops}
         if max(probe.values()) > CLEAR * min(probe.values()):
             times = {choice: [value] for choice, value in probe.items()}
@@ -238,8 +287,12 @@ def decide(loops: Dict[bool, Callable], make_iterator: Callable[[], object], var
     if hit is not None:
         return hit
     started = time.perf_counter()
-    ms = time_variants(loops, make_iterator, variables, steps, after)
-    choice = ms["on"] < (1 - MARGIN) * ms["off"]
-    decision = JitDecision(choice, "timed", time.perf_counter() - started, ms)
+    try:
+        ms = time_variants(loops, make_iterator, variables, steps, after)
+    except XlaCannotCompile as e:
+        decision = JitDecision(False, f"XLA cannot compile the step: {e}", time.perf_counter() - started)
+    else:
+        choice = ms["on"] < (1 - MARGIN) * ms["off"]
+        decision = JitDecision(choice, "timed", time.perf_counter() - started, ms)
     remember(key, decision)
     return decision

@@ -39,20 +39,60 @@ def overridden_methods(model) -> Tuple[str, ...]:
     return tuple(name for name in PROTOCOL_METHODS if getattr(cls, name, None) is not getattr(keras.Model, name))
 
 
-def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0) -> None:
+# Set on a model that mnist_core compiled, so that a second run on the same object (the
+# notebook pattern: train, look, train again) knows the compile is its own to replace.
+COMPILED_BY_MNIST_CORE = "_mnist_core_compiled"
+
+
+def compiled_by_mnist_core(model) -> bool:
+    """Whether ``model``'s compile is an earlier mnist_core run's, not the user's."""
+    return bool(getattr(model, "compiled", False) and model.__dict__.get(COMPILED_BY_MNIST_CORE))
+
+
+class _NativeCompileConfig:
+    """The compile config a model trained by mnist_core saves: plain Keras objects only.
+
+    Keras records a model's compile arguments and writes them into every ``.keras`` file
+    the model is saved to (a callback's ``model.save()``, ``ModelCheckpoint``, the user's
+    own save after training). mnist_core's optimizer wrapper, learning-rate schedules and
+    smoothed loss are not Keras' classes, so ``keras.models.load_model`` would fail on them
+    wherever mnist_core is not imported; this records their Keras twins instead
+    (:func:`mnist_core.optim.native_twin`, :func:`mnist_core.losses.native_twin`), worked
+    out when the model is saved.
+    """
+
+    def __init__(self, original):
+        self.config = original.config
+
+    def serialize(self):
+        from keras.src.saving import serialization_lib
+
+        from mnist_core import losses, optim
+
+        config = dict(self.config, optimizer=optim.native_twin(self.config["optimizer"]),
+                      loss=losses.native_twin(self.config["loss"]))
+        return serialization_lib.serialize_keras_object(config)
+
+
+def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0) -> bool:
     """Compiles ``model`` as the tutorial recipe does and builds its metric state.
 
     Call inside the strategy's scope: the metric variables are created here, as ``fit``
     creates them before its first trace (``Trainer._symbolic_build``), not inside a
     replica's graph.
 
+    Returns:
+        Whether the model had been compiled by an earlier mnist_core run (trained again:
+        its weights continue, with this run's optimizer).
+
     Raises:
-        ModelError: the model arrives compiled already (its own loss or optimizer would
-            otherwise be replaced without a word).
+        ModelError: the model arrives compiled by the user already (its own loss or
+            optimizer would otherwise be replaced without a word).
     """
     import keras
 
-    if getattr(model, "compiled", False):
+    again = compiled_by_mnist_core(model)
+    if getattr(model, "compiled", False) and not again:
         raise ModelError(
             f"{where}: the model comes compiled; mnist_core compiles it itself with --optimizer, "
             "SparseCategoricalCrossentropy(from_logits=True) and accuracy: return it uncompiled"
@@ -62,12 +102,15 @@ def compile_model(model, optimizer, input_shape: Sequence[int], where: str, labe
     loss = (SmoothedSparseCategoricalCrossentropy(label_smoothing) if label_smoothing
             else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
+    model._compile_config = _NativeCompileConfig(model._compile_config)
+    object.__setattr__(model, COMPILED_BY_MNIST_CORE, True)
     batch = (np.zeros((2, *input_shape), np.float32), np.zeros((2,), np.int32))
     try:
         model._symbolic_build(data_batch=batch)
     except Exception as e:
         raise ModelError(f"{where}: building the model's loss and metrics failed "
                          f"({type(e).__name__}: {one_line(e)[:300]})") from None
+    return again
 
 
 def _call_compute_loss(model, x, y, y_pred, training: bool):

@@ -62,15 +62,20 @@ def _counter(variable) -> tf.Tensor:
     return tf.cast(_read(variable), tf.float32)
 
 
-def _health(totals: Dict[str, tf.Tensor], skipped_before, skip_counter, variables) -> Dict[str, tf.Tensor]:
+def _health(totals: Dict[str, tf.Tensor], updates_before, update_counter, num_steps,
+            variables) -> Dict[str, tf.Tensor]:
+    """Adds ``skipped`` (steps whose update the optimizer did not apply) and ``weights_finite``."""
     totals = dict(totals)
-    totals["skipped"] = _counter(skip_counter) - skipped_before
+    if update_counter is None:
+        totals["skipped"] = tf.constant(0.0, tf.float32)
+    else:
+        totals["skipped"] = tf.cast(num_steps, tf.float32) - (_counter(update_counter) - updates_before)
     totals["weights_finite"] = tf.cast(_all_finite(variables), tf.float32)
     return totals
 
 
 def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[[], None]] = None, *,
-                    variables: Sequence = (), skip_counter=None):
+                    variables: Sequence = (), update_counter=None):
     """Returns ``train_loop(iterator, num_steps)`` for mnist_core's explicit step.
 
     The result holds ``loss``: the sum of the finite steps' global mean losses (divide by
@@ -84,15 +89,17 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
         train_step: Per-replica step from :func:`mnist_core.step.make_train_step`.
         on_trace: Called each time the loop is traced (Python side), for retrace tests.
         variables: Checked for finiteness after the steps (the model's trainable weights).
-        skip_counter: The optimizer's count of skipped updates
-            (:func:`mnist_core.optim.skipped_updates`), or ``None``.
+        update_counter: For an optimizer that skips non-finite updates
+            (:func:`mnist_core.optim.skips_updates`), its ``iterations``, which advance
+            once per applied update: ``skipped`` is the steps run minus that advance.
+            ``None`` for an optimizer that never skips.
     """
 
     @tf.function
     def train_loop(iterator, num_steps):
         if on_trace is not None:
             on_trace()
-        skipped_before = _counter(skip_counter)
+        updates_before = _counter(update_counter)
         totals = _zeros(_KEYS + ("nonfinite",))
         for _ in tf.range(num_steps):
             per_replica = strategy.run(train_step, args=(next(iterator),))
@@ -104,7 +111,7 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
                 "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
                 "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
             }
-        return _health(totals, skipped_before, skip_counter, variables)
+        return _health(totals, updates_before, update_counter, num_steps, variables)
 
     return train_loop
 
@@ -194,7 +201,7 @@ def output_structure(one_step, element_spec):
 
 
 def make_keras_train_loop(strategy, one_step: Callable, on_trace: Optional[Callable[[], None]] = None,
-                          *, variables: Sequence = (), skip_counter=None):
+                          *, variables: Sequence = (), update_counter=None):
     """Returns ``train_loop(iterator, num_steps) -> {"logs", "count", "skipped", "weights_finite"}``.
 
     ``logs`` are the last step's logs (running metrics, as ``model.fit`` hands them to
@@ -203,7 +210,7 @@ def make_keras_train_loop(strategy, one_step: Callable, on_trace: Optional[Calla
     Args:
         strategy: The distribution strategy.
         one_step: From :func:`make_keras_step` over the model's ``train_step``.
-        on_trace, variables, skip_counter: As for :func:`make_train_loop`.
+        on_trace, variables, update_counter: As for :func:`make_train_loop`.
     """
 
     @tf.function
@@ -211,13 +218,13 @@ def make_keras_train_loop(strategy, one_step: Callable, on_trace: Optional[Calla
         if on_trace is not None:
             on_trace()
         logs_spec, _ = output_structure(one_step, iterator.element_spec)
-        skipped_before = _counter(skip_counter)
+        updates_before = _counter(update_counter)
         logs = _zeros_like_structure(logs_spec)
         count = tf.constant(0.0, tf.float32)
         for _ in tf.range(num_steps):
             logs, examples = one_step(next(iterator))
             count += examples
-        return _health({"logs": logs, "count": count}, skipped_before, skip_counter, variables)
+        return _health({"logs": logs, "count": count}, updates_before, update_counter, num_steps, variables)
 
     return train_loop
 

@@ -1,4 +1,4 @@
-"""The loss a Keras-protocol model is compiled with when ``--label-smoothing`` is set."""
+"""The loss a model is compiled with when ``--label-smoothing`` is set, and what a saved model records instead."""
 
 import keras
 
@@ -21,3 +21,14 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def native_twin(loss):
+    """The plain-Keras loss a model compiled with ``loss`` records when saved (see
+    :func:`mnist_core.optim.native_twin`): the smoothed loss is recorded as Keras'
+    ``SparseCategoricalCrossentropy(from_logits=True)``, the loss a loaded model is
+    evaluated with, since label smoothing is a way of training, not of scoring; any other
+    loss as it is."""
+    if isinstance(loss, SmoothedSparseCategoricalCrossentropy):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return loss

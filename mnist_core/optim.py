@@ -58,9 +58,9 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int,
     the optimizer accumulates ``--grad-accum-steps`` batches itself (Keras' own, for models
     whose ``train_step`` applies gradients; ``steps_per_epoch`` then counts batches);
     mnist_core's explicit step accumulates in the step instead. ``--on-nonfinite
-    skip`` wraps it in :class:`SkipNonFinite`. Both wrappers count the updates they skip
-    (``skipped_updates``), so the loop can report them even when only the gradients, not
-    the loss, were non-finite.
+    skip`` wraps it in :class:`SkipNonFinite`. Both wrappers skip an update whose gradients
+    are not finite, which the loop counts (:func:`skips_updates`), so it can report them
+    even when only the gradients, not the loss, were non-finite.
     """
     per_update = config.grad_accum_steps if keras_accumulation else 1
     lr = learning_rate(config, steps_per_epoch, per_update)
@@ -74,7 +74,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int,
     else:
         optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, **options)
     if config.precision == "mixed_float16":
-        optimizer = CountingLossScaleOptimizer(optimizer)
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     elif config.on_nonfinite == "skip":
         optimizer = SkipNonFinite(optimizer)
     return optimizer
@@ -108,35 +108,15 @@ def inner(optimizer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_core")
-class CountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """Keras 3's ``LossScaleOptimizer``, plus a count of the updates it skipped.
-
-    A step whose gradients are not finite (on any replica) is skipped and the scale
-    halved, exactly as in Keras; ``skipped_updates`` counts those steps. The loop reads
-    it before and after a call: a finite loss with overflowing gradients is then still
-    reported, which a check of the loss alone would miss.
-    """
-
-    def build(self, var_list):
-        super().build(var_list)
-        self.skipped_updates = self.add_variable(
-            shape=(), dtype="int", initializer=keras.initializers.Zeros(), aggregation="none",
-            name="skipped_updates",
-        )
-
-    def _stateful_handle_non_finite_grads(self):
-        super()._stateful_handle_non_finite_grads()
-        self.skipped_updates.assign_add(1)
-
-
-@keras.saving.register_keras_serializable(package="mnist_core")
-class SkipNonFinite(CountingLossScaleOptimizer):
+class SkipNonFinite(keras.optimizers.LossScaleOptimizer):
     """Skips every update whose gradients are not finite; otherwise exactly the inner optimizer.
 
     Built on Keras' ``LossScaleOptimizer`` for its distribution-aware "apply only if every
     replica's gradients are finite" logic, with the loss scale pinned at 1.0: multiplying
     and dividing by 1 is exact, so finite steps are bit-for-bit those of the inner
-    optimizer, and a NaN/Inf step leaves weights and optimizer slots untouched.
+    optimizer, and a NaN/Inf step leaves weights and optimizer slots untouched. It has
+    exactly ``LossScaleOptimizer``'s variables, and a model compiled with it saves it as a
+    ``LossScaleOptimizer`` (:func:`native_twin`), so plain Keras loads that model.
     """
 
     def __init__(self, inner_optimizer, **kwargs):
@@ -147,13 +127,44 @@ class SkipNonFinite(CountingLossScaleOptimizer):
         self.inner_optimizer.apply(grads, trainable_variables=trainable_variables)
 
     def _stateful_handle_non_finite_grads(self):
-        # No scale to lower: the update is skipped and counted, nothing else.
-        self.skipped_updates.assign_add(1)
+        pass  # no scale to lower: the update is skipped, nothing else
 
 
-def skipped_updates(optimizer) -> "keras.Variable | None":
-    """The optimizer's count of skipped updates, or ``None`` if it never skips."""
-    return getattr(optimizer, "skipped_updates", None)
+def skips_updates(optimizer) -> bool:
+    """Whether ``optimizer`` skips updates with non-finite gradients (loss scaling, ``--on-nonfinite skip``).
+
+    Such an optimizer's ``iterations`` (its inner optimizer's) advance only for the updates
+    it applies, so the loop counts the skipped ones as the steps it ran minus that advance:
+    no counter of mnist_core's own lives in the optimizer, and a model saved with it is
+    loadable by plain Keras.
+    """
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def native_twin(optimizer):
+    """The plain-Keras optimizer that a model compiled with ``optimizer`` records when saved.
+
+    Called when the model is saved (by a user's ``model.save()``, ``ModelCheckpoint``...), so
+    that the saved model loads where only Keras is installed: :class:`SkipNonFinite` is
+    recorded as ``LossScaleOptimizer(..., initial_scale=1.0)`` (the same variables), and a
+    learning-rate schedule of mnist_core's own (warm-up, one-cycle) as a constant Keras
+    schedule at the rate it gives at that moment (a schedule, not a float, so the optimizer
+    keeps the same variables and loads its state). Anything else is Keras' own already and
+    recorded as it is.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        inner = native_twin(optimizer.inner_optimizer)
+        if inner is optimizer.inner_optimizer and not isinstance(optimizer, SkipNonFinite):
+            return optimizer
+        return keras.optimizers.LossScaleOptimizer(inner, initial_scale=float(optimizer.initial_scale))
+    schedule = optimizer._learning_rate if hasattr(optimizer, "_learning_rate") else None
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) and \
+            type(schedule).__module__.startswith("mnist_core"):
+        config = optimizer.get_config()
+        config["learning_rate"] = keras.optimizers.schedules.ExponentialDecay(
+            current_learning_rate(optimizer), decay_steps=1, decay_rate=1.0, name=f"{type(schedule).__name__}_as_saved")
+        return type(optimizer).from_config(config)
+    return optimizer
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

@@ -26,6 +26,7 @@ from mnist_core import data as data_lib
 from mnist_core import keras_step
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
+from mnist_core.models import checks as model_checks
 from mnist_core import optim
 from mnist_core import step as step_lib
 from mnist_core import tracing
@@ -121,6 +122,8 @@ class Program:
     jit_decision: Optional[autojit.JitDecision] = None
     jit_key: Optional[str] = None
     batch_per_step: int = 0  # examples per step: the batch, times --grad-accum-steps in the explicit step
+    input_shape: Tuple[int, ...] = ()  # one example as the model takes it (models.input_shape_of)
+    trained_before: bool = False  # a model object an earlier mnist_core run in this process trained
 
     @property
     def keras_protocol(self) -> bool:
@@ -152,11 +155,36 @@ class Program:
                                                min(self.steps_per_loop, 10), self.jit_key,
                                                after=self.model.reset_metrics)
             self.jit = self.jit_decision.choice
+        if self.jit:
+            self._probe_xla()
         return self.jit_decision
 
-    @property
-    def input_shape(self) -> Tuple[int, ...]:
-        return self.spec.input_shape
+    def _probe_xla(self) -> None:
+        """Runs the XLA loops once on random batches before anything is written, state restored.
+
+        XLA compiles when a loop first runs; an op without an XLA kernel (a Keras image
+        augmentation layer's ``ImageProjectiveTransformV3`` on CPU, say) would otherwise end
+        the run with a traceback after its directory was made. ``--jit-compile auto`` then
+        keeps XLA off and says why; ``--jit-compile on`` is refused in one line. The compiled
+        programs are cached by TensorFlow, so the run's first calls do not compile again.
+        """
+        variables = [*self.model.variables, *self.optimizer.variables]
+        probes = [(self.eval_loops[True], lambda: self.eval_input(*_random_images(2 * self.strategy.num_replicas_in_sync)))]
+        if self.jit_decision.reason != "timed":  # timing has already run the XLA training loop
+            probes.insert(0, (self.train_loops[True], lambda: self.train_iterator(
+                data_lib.synthetic(self.batch_per_step, test_size=1, seed=0)), tf.constant(1, tf.int32)))
+        try:
+            for loop, make_input, *args in probes:
+                autojit.run_once(loop, make_input, variables, self.model.reset_metrics, *args)
+        except autojit.XlaCannotCompile as e:
+            if self.config.jit_compile == "on":
+                raise ConfigError(f"--jit-compile on: XLA cannot compile the step of {self.spec.label} "
+                                  f"({e}); use --jit-compile off, or auto, which keeps XLA off where it cannot "
+                                  "compile") from None
+            self.jit = False
+            self.jit_decision = autojit.JitDecision(False, f"XLA cannot compile the step: {e}")
+            if self.jit_key:
+                autojit.remember(self.jit_key, self.jit_decision)
 
     def _options(self) -> tf.data.Options:
         return dataset_options(self.config.strategy == "multi_worker")
@@ -187,7 +215,7 @@ class Program:
         The traces are the ones the first calls use (same argument types): nothing is
         traced twice.
         """
-        where = f"--model {self.spec.name!r}"
+        where = self.spec.label
         train_methods = [m for m in self.protocol if m != "test_step"]
         for train_loop in self.train_loops.values():  # both variants while --jit-compile auto is open
             with tracing.traced_user_code(self.model, where, train_methods):
@@ -228,6 +256,13 @@ class Program:
         return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}, int(count)
 
 
+def _random_images(n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``n`` random uint8 images and labels: what a probe of the compiled loops needs."""
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (n, data_lib.IMAGE_SIZE, data_lib.IMAGE_SIZE), dtype=np.uint8),
+            rng.integers(0, 10, n).astype(np.uint8))
+
+
 def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
                  on_trace: Optional[Callable[[], None]] = None,
                  spec: Optional[model_lib.ModelSpec] = None, *, decide_jit: bool = True,
@@ -253,13 +288,18 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     if config.batch_size % replicas:
         raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas")
     spec = spec or model_lib.get(config.model)
-    where = f"--model {spec.name!r}"
-    if spec.instance is not None and config.strategy != "default":
-        raise ConfigError(f"model=: a keras.Model object can only be trained with strategy 'default' (its "
-                          f"variables already exist outside the {config.strategy} strategy's scope); pass its "
-                          "class or a factory function instead")
+    where = spec.label
+    if spec.instance is not None and config.strategy != "default" and spec.instance.variables:
+        raise ConfigError(
+            f"--strategy {config.strategy}: the keras.Model object passed as model= ({type(spec.instance).__name__}) "
+            "already has its variables, created outside the strategy's scope, so they cannot be placed on its "
+            "replicas; pass its class or a function that builds it (model=MyNet or model=make_model)")
     with strategy.scope():
         model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
+        if config.sync_batchnorm:
+            model_checks.apply_sync_batchnorm(model, where)
+    model_checks.check_precision(model, config.precision, where, built_here=spec.instance is None)
+    input_shape = model_lib.input_shape_of(model, spec)
     protocol = keras_step.overridden_methods(model)
     # With --grad-accum-steps N the explicit step takes N micro-batches per step (one
     # update); a Keras-protocol model's optimizer accumulates itself, a batch per step.
@@ -288,8 +328,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # protocol model needs compile's loss and metrics, and callbacks find what they
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
-        keras_step.compile_model(model, optimizer, spec.input_shape, where,
-                                     label_smoothing=config.label_smoothing)
+        trained_before = keras_step.compile_model(model, optimizer, input_shape, where,
+                                                  label_smoothing=config.label_smoothing)
     steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
     jit_key = None
@@ -303,7 +343,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             f"across the {replicas} replicas inside the forward pass, and a cross-replica all-reduce cannot run "
             "inside an XLA cluster; drop --jit-compile or --sync-batchnorm"
         )
-    health = dict(variables=model.trainable_variables, skip_counter=optim.skipped_updates(optimizer))
+    health = dict(variables=model.trainable_variables,
+                  update_counter=optimizer.iterations if optim.skips_updates(optimizer) else None)
     train_loops, eval_loops = {}, {}
     for jit in ([plan.choice] if plan is not None else [False, True]):
         if protocol:
@@ -322,7 +363,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     program = Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
-        batch_per_step=batch_per_step,
+        batch_per_step=batch_per_step, input_shape=input_shape, trained_before=trained_before,
         steps_per_loop=steps_per_loop, protocol=protocol,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )

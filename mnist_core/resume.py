@@ -57,9 +57,14 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def check_resume(config: TrainConfig, program: Program, data: data_lib.MnistData, out: Path,
-                 record: Optional[Dict], reporter: Reporter) -> None:
+_HINT = "resume with the run's value, or start a new run in another --output-dir"
+
+
+def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], reporter: Reporter) -> None:
     """Refuses a ``--resume`` whose flags would change the meaning of the saved run.
+
+    Runs before the model is built, so a changed flag is named even where the new value
+    would also be refused for other reasons.
 
     Args:
         record: The run's ``config.json`` (:func:`mnist_core.rundir.read_run_record`), or
@@ -73,7 +78,6 @@ def check_resume(config: TrainConfig, program: Program, data: data_lib.MnistData
                       "that the flags match the run's")
         return
     saved = record["config"]
-    hint = "resume with the run's value, or start a new run in another --output-dir"
     for field in RESUME_GUARDED:
         if field not in saved:
             continue
@@ -83,11 +87,26 @@ def check_resume(config: TrainConfig, program: Program, data: data_lib.MnistData
             old = old if old is not None else DEFAULT_LEARNING_RATES.get(saved.get("optimizer"), old)
         if new != old:
             raise ConfigError(f"--resume: {_flag(field)} {new} differs from the run's {old}, which would change "
-                              f"what its saved steps mean; {hint}")
+                              f"what its saved steps mean; {_HINT}")
+    if config.epochs != saved.get("epochs") and config.lr_schedule in optim.RUN_LENGTH_SCHEDULES:
+        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule "
+                      f"{config.lr_schedule}: the schedule now spans the new length, so the learning rate jumps "
+                      "at the resume point")
+
+
+def check_program(program: Program, data: data_lib.MnistData, record: Optional[Dict], reporter: Reporter) -> None:
+    """Refuses a ``--resume`` whose data or replicas would change what the saved steps mean.
+
+    Raises:
+        ConfigError: another number of steps per epoch, or another replica count for a model
+            with per-replica BatchNormalization.
+    """
+    if record is None:
+        return
     expected = record.get("steps_per_epoch")
     if expected is not None and expected != program.steps_per_epoch:
         raise ConfigError(f"--resume: the data gives {program.steps_per_epoch} steps per epoch "
-                          f"({data.num_train} training examples), the run had {expected}; {hint}")
+                          f"({data.num_train} training examples), the run had {expected}; {_HINT}")
     replicas, before = program.strategy.num_replicas_in_sync, record.get("num_replicas")
     if before is not None and before != replicas:
         batchnorm = [layer.name for layer in program.model._flatten_layers()
@@ -96,14 +115,8 @@ def check_resume(config: TrainConfig, program: Program, data: data_lib.MnistData
             raise ConfigError(
                 f"--resume: the run trained on {before} replica(s), this one has {replicas}, and the model's "
                 f"BatchNormalization ({batchnorm[0]}) normalises over each replica's share of the batch, so "
-                f"the steps would change meaning; {hint} (or use --sync-batchnorm in a new run)")
+                f"the steps would change meaning; {_HINT} (or use --sync-batchnorm in a new run)")
         reporter.info(f"resuming on {replicas} replica(s) (the run had {before}): the same mean gradient per step")
-    if config.epochs != saved.get("epochs") and config.lr_schedule in optim.RUN_LENGTH_SCHEDULES:
-        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule "
-                      f"{config.lr_schedule}: the schedule now spans the new length, so the learning rate jumps "
-                      "at the resume point")
-
-
 
 
 def previous_history(out: Path, completed_epochs: int, warn: Callable[[str], None]) -> List[Dict]:

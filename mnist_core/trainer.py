@@ -75,7 +75,7 @@ class Trainer:
         callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them
             (added to those of ``config.callbacks``).
         model: A ``keras.Model`` object, subclass or factory to train instead of
-            ``config.model``.
+            ``config.model`` (or a name as ``--model`` takes it).
         data: ``(x_train, y_train, x_test, y_test)`` arrays or a
             :class:`mnist_core.data.MnistData`, instead of loading ``config.dataset``.
     """
@@ -122,7 +122,9 @@ class Trainer:
         started = time.perf_counter()
         config = self.config
         spec = None
-        if self.model_source is not None:
+        if isinstance(self.model_source, str):  # a registered name or package.module:Name
+            config = self.config = config.replace(model=self.model_source)
+        elif self.model_source is not None:
             spec = model_lib.spec_for(self.model_source)
             # summary.json names what was trained (module:Class), not the default --model.
             config = self.config = config.replace(model=spec.name)
@@ -138,13 +140,15 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         data = self._load_data()
         record = rundir.read_run_record(out) if config.resume else None
+        if config.resume:
+            resume.check_flags(config, out, record, self.reporter)
         recorded_jit = (record or {}).get("jit_compile_resolved") if config.jit_compile == "auto" else None
         with precision.policy(config.precision):
             program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
                                    decide_jit=False, recorded_jit=recorded_jit)
             self.model = program.model
             if config.resume:
-                resume.check_resume(config, program, data, out, record, self.reporter)
+                resume.check_program(program, data, record, self.reporter)
             # Everything that can refuse the run does so before the run directory is touched.
             iterator = program.train_iterator(data, 0)
             eval_sets = self._eval_sets(program, data)
@@ -200,6 +204,9 @@ class Trainer:
                 iterator = program.train_iterator(data, start_step)  # the traced loop takes it as it is
         elif chief:
             write_json(out / rundir.CONFIG_FILE, resume.run_record(program, data))
+        if program.trained_before:
+            self.reporter.info(f"model=: trained by an earlier run in this process; continuing from its weights, "
+                               f"with a new {config.optimizer} optimizer (this run's --optimizer and --lr)")
         if program.protocol:
             self.reporter.info(f"model overrides {keras_step.describe(program.protocol)}: "
                                "training through the Keras model protocol")
@@ -278,6 +285,7 @@ class Trainer:
             "dataset": data.describe(),
             "input_shape": list(program.input_shape),
             "model": program.spec.name,
+            "model_reproducible": program.spec.reproducible,
             "keras_protocol": list(program.protocol),
             "stopped_early": run.stop_reason,
             "weights_restored_by_callback": restored_by_callback,
@@ -306,8 +314,9 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks
         config: A :class:`TrainConfig`, or a mapping of its fields.
         reporter: Console output; default prints per the config's ``quiet``.
         callbacks: ``keras.callbacks.Callback`` objects, called as ``model.fit`` calls them.
-        model: A ``keras.Model`` object, a ``keras.Model`` subclass or a factory function
-            to train instead of ``config.model``.
+        model: A ``keras.Model`` object (trained in place; a second call continues from its
+            weights), a ``keras.Model`` subclass or a factory function to train instead of
+            ``config.model``, or a name as ``--model`` takes it.
         data: ``(x_train, y_train, x_test, y_test)`` numpy arrays (uint8 pixels, or floats
             in [0, 1]; images ``[N, 28, 28]``, ``[N, 28, 28, 1]`` or ``[N, 784]``; integer
             labels 0..9), or a :class:`mnist_core.data.MnistData`.

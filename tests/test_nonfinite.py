@@ -27,7 +27,7 @@ FAULTS = {"loss": {"forward": float("nan")}, "gradients": {"backward": float("in
 def _loop(model, optimizer):
     return loop_lib.make_train_loop(
         tf.distribute.get_strategy(), step_lib.make_train_step(model, optimizer, 16),
-        variables=model.trainable_variables, skip_counter=optim.skipped_updates(optimizer))
+        variables=model.trainable_variables, update_counter=optimizer.iterations if optim.skips_updates(optimizer) else None)
 
 
 def _trainable(model):

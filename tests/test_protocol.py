@@ -220,7 +220,9 @@ def test_a_model_object_and_numpy_arrays_from_python(tmp_path):
     model = protocol_models.ShiftedLabels()
     summary = train(TrainConfig(epochs=2, batch_size=64, lr=3e-3, output_dir=str(tmp_path / "run"), quiet=True),
                     model=model, data=(x.reshape(-1, 784) / 255.0, y, xt, yt.astype(np.int64)))
-    assert summary["config"]["model"] == "protocol_models:ShiftedLabels"
+    # An object: named by its class, and marked as not rebuildable from that name.
+    assert summary["config"]["model"] == "python-object:protocol_models:ShiftedLabels"
+    assert summary["model_reproducible"] is False
     assert summary["dataset"].startswith("mnist from numpy arrays")
     # The object itself was trained (on label + 1).
     predicted = np.argmax(model.predict(xt.reshape(-1, 784).astype("float32") / 255.0, verbose=0), axis=1)

@@ -16,17 +16,26 @@ from mnist_core.errors import ModelError, one_line
 DEFAULT_INPUT_SHAPE: Tuple[int, ...] = (28, 28, 1)
 
 
+# What a run's summary.json names a model by when it was a Python object or a class that
+# another process cannot import (``__main__``, a notebook): --config cannot rebuild it.
+UNREPRODUCIBLE = "python-object"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A registered model.
 
     Attributes:
         name: Registry name, the value of ``--model``.
-        factory: Returns a new, unbuilt ``keras.Model``; accepts ``sync_batchnorm=``.
+        factory: Returns a new, unbuilt ``keras.Model``; called with ``sync_batchnorm=`` when
+            it takes that argument (or ``**kwargs``), without arguments otherwise.
         input_shape: Shape of one example the model takes, ``(784,)`` or ``(28, 28, 1)``.
         description: One line for listings.
         instance: A ``keras.Model`` object to train as it is (``mnist_core.train(model=...)``),
             instead of calling ``factory``.
+        input_shape_declared: ``input_shape`` was declared (registered, or a
+            ``mnist_input_shape`` attribute) rather than the default; an undeclared one
+            gives way to the model's own ``keras.Input`` (:func:`input_shape_of`).
     """
 
     name: str
@@ -34,6 +43,19 @@ class ModelSpec:
     input_shape: Tuple[int, ...]
     description: str
     instance: object = None
+    input_shape_declared: bool = True
+
+    @property
+    def label(self) -> str:
+        """How messages name the model: the flag that chose it, or the object passed."""
+        if self.instance is not None:
+            return f"model= (a {type(self.instance).__name__} object)"
+        return f"--model {self.name!r}"
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether ``--model NAME`` in another process builds this model again."""
+        return self.instance is None and not self.name.startswith(("__main__:", UNREPRODUCIBLE))
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
@@ -44,7 +66,9 @@ def register(name: str, factory: Callable, input_shape: Sequence[int], descripti
 
     Args:
         name: Name for ``--model``.
-        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm``.
+        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm=``
+            if it takes that argument (``--sync-batchnorm`` is applied to the built model's
+            BatchNormalization layers either way).
         input_shape: Shape of one input example.
         description: One line shown in listings.
     """
@@ -64,6 +88,12 @@ def get(name: str) -> ModelSpec:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name.startswith(UNREPRODUCIBLE) or name.startswith("__main__:"):
+        raise ModelError(
+            f"--model {name!r}: the run trained a model passed from Python (an object, or a class defined in a "
+            "script or notebook), which another process cannot rebuild from its name; pass it again with "
+            "mnist_core.train(config, model=...), or put it in a module and give --model package.module:Name"
+        )
     if ":" not in name:
         raise ModelError(
             f"--model {name!r}: unknown model; choose one of {', '.join(names())} "
@@ -93,29 +123,71 @@ def spec_for(target, name: str = "") -> ModelSpec:
 
     if isinstance(target, keras.Model):
         cls = type(target)
-        name = name or f"{cls.__module__}:{cls.__qualname__}"
-        shape = getattr(target, "mnist_input_shape", None)
-        if shape is None:
-            try:
-                shape = tuple(target.inputs[0].shape[1:]) if target.inputs else None
-            except (AttributeError, ValueError):
-                shape = None
-        return ModelSpec(name, cls, tuple(shape or DEFAULT_INPUT_SHAPE),
-                         (inspect.getdoc(cls) or "").split("\n")[0], instance=target)
+        name = name or f"{UNREPRODUCIBLE}:{cls.__module__}:{cls.__qualname__}"
+        declared = getattr(target, "mnist_input_shape", None)
+        return ModelSpec(name, cls, tuple(declared or DEFAULT_INPUT_SHAPE),
+                         (inspect.getdoc(cls) or "").split("\n")[0], instance=target,
+                         input_shape_declared=declared is not None)
     name = name or f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
     where = f"--model {name!r}"
     if inspect.isclass(target) and not issubclass(target, keras.Model):
         raise ModelError(f"{where}: {getattr(target, '__name__', target)} is a class but not a keras.Model subclass")
     if not callable(target):
         raise ModelError(f"{where}: neither a keras.Model subclass, a factory function nor a keras.Model")
-    input_shape = tuple(getattr(target, "mnist_input_shape", DEFAULT_INPUT_SHAPE))
-    return ModelSpec(name, target, input_shape, (inspect.getdoc(target) or "").split("\n")[0])
+    declared = getattr(target, "mnist_input_shape", None)
+    return ModelSpec(name, target, tuple(declared or DEFAULT_INPUT_SHAPE),
+                     (inspect.getdoc(target) or "").split("\n")[0], input_shape_declared=declared is not None)
+
+
+def input_shape_of(model, spec: ModelSpec) -> Tuple[int, ...]:
+    """The shape of one example ``model`` takes.
+
+    A declared shape wins (the model's ``mnist_input_shape`` attribute, a registered shape,
+    a factory's attribute); then the model's own ``keras.Input`` (Sequential or Functional
+    models that start with one); then ``(28, 28, 1)``.
+    """
+    declared = getattr(model, "mnist_input_shape", None)
+    if declared is not None:
+        return tuple(declared)
+    if spec.input_shape_declared:
+        return spec.input_shape
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs and len(inputs) == 1:
+        shape = tuple(inputs[0].shape[1:])
+        if shape and all(isinstance(d, int) for d in shape):
+            return shape
+    return spec.input_shape
+
+
+def _takes_sync_batchnorm(factory) -> bool:
+    """Whether a factory function accepts ``sync_batchnorm=`` (by name or ``**kwargs``).
+
+    Classes never get it: ``keras.Model.__init__`` takes ``**kwargs`` and would refuse it.
+    """
+    if inspect.isclass(factory):
+        return False
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "sync_batchnorm" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _keras_message(error: Exception) -> str:
+    """An exception as one short line: Keras' "Arguments received by ..." part, which prints
+    the probe's arrays, is dropped."""
+    text = str(error).split("Arguments received by")[0]
+    return one_line(text)[:300]
 
 
 def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
-    """Instantiates and builds a model, checking it outputs ``[batch, 10]`` logits.
+    """Instantiates and builds a model, checking it outputs ``[batch, 10]`` logits or probabilities.
 
-    Call inside ``strategy.scope()`` so the variables are created distributed.
+    Call inside ``strategy.scope()`` so the variables are created distributed. The model is
+    called once on zeros of :func:`input_shape_of`'s shape.
 
     Raises:
         ModelError: the factory fails, returns something else than a ``keras.Model``, or
@@ -124,29 +196,35 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
     import keras
     import numpy as np
 
-    where = f"--model {spec.name!r}"
+    where = spec.label
     try:
         if spec.instance is not None:
             model = spec.instance
-        elif spec.name in _REGISTRY:
+        elif _takes_sync_batchnorm(spec.factory):
             model = spec.factory(sync_batchnorm=sync_batchnorm)
         else:
             model = spec.factory()
     except Exception as e:
-        raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {one_line(e)})") from None
+        raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {_keras_message(e)})") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"{where}: returned {type(model).__name__}, expected a keras.Model")
-    probe = np.zeros((2, *spec.input_shape), dtype="float32")
+    input_shape = input_shape_of(model, spec)
+    probe = np.zeros((2, *input_shape), dtype="float32")
     try:
         out = model(probe, training=False)
     except Exception as e:
         raise ModelError(
             f"{where}: calling the model on a batch of shape {probe.shape} failed "
-            f"({type(e).__name__}: {one_line(e)[:300]})"
+            f"({type(e).__name__}: {_keras_message(e)}); mnist_core feeds float32 images in [0, 1] shaped "
+            "(28, 28, 1), or the shape the model declares: a class attribute mnist_input_shape = (784,) or a "
+            "first keras.Input((784,))"
         ) from None
+    if isinstance(out, (list, tuple, dict)):
+        raise ModelError(f"{where}: returns {len(out)} outputs; mnist_core trains a model with one output "
+                         "of shape (batch, 10)")
     shape = tuple(getattr(out, "shape", ()))
     if len(shape) != 2 or shape[1] != 10:
-        raise ModelError(f"{where}: output has shape {shape}, expected (batch, 10) logits")
+        raise ModelError(f"{where}: output has shape {shape}, expected (batch, 10) logits or class probabilities")
     return model
 
 
