@@ -260,3 +260,15 @@ def test_a_model_objects_summary_says_it_cannot_be_rebuilt_from_its_name(data_di
     assert "the run trained a model passed from Python" in line and "mnist_core.train(config, model=...)" in line
     named, _ = _train(data_dir, tmp_path / "named", model="user_model_kinds:functional")
     assert named["model_reproducible"] is True
+
+
+def test_xla_that_cannot_compile_under_mirrored_is_refused_too(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--model", "user_model_kinds:augmentation",
+                     "--strategy", "mirrored", "--cpu-replicas", "2", "--jit-compile", "on", "--epochs", "1",
+                     "--output-dir", str(out), env={"PYTHONPATH": TESTS})
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert line.startswith("mnist-train: error: --jit-compile on: XLA cannot compile the step of --model "
+                           "'user_model_kinds:augmentation' (no XLA kernel for ImageProjectiveTransformV3)"), line
+    assert not out.exists()
