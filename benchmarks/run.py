@@ -21,21 +21,25 @@ from mnist_core import cli
 
 PROG = "benchmarks.run"
 SUITES = ("pipeline", "train", "fit", "scaling", "tta")
-OPTIONAL_SUITES = ("peers",)  # PyTorch and JAX, with the [peers] extra; only when asked for
+# Only when asked for: peers needs the [peers] extra (PyTorch, JAX); tutorials trains the
+# nine tutorial scripts twice per seed (about 10 minutes on 2 cores).
+OPTIONAL_SUITES = ("peers", "tutorials")
 INTERNAL_SUITES = ("epoch",)  # run by scaling in a fresh process
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
-# tta jobs: each fast recipe beside the tutorial recipe for the same data, to the same
+# tta jobs: each fast recipe beside a tutorial model for the same data (the tutorial CNN of
+# script 001b on MNIST, deep_mlp with Adam for 4 epochs on Fashion-MNIST), to the same
 # targets, 3 seeds each; every run goes to its last epoch so that its final accuracy counts.
 TTA_SEEDS = [1, 2, 3]
 FULL_TTA = [
     {"name": "fast-mnist-cpu", "args": ["--config", "recipes/fast-mnist-cpu.toml"], "data": "mnist-5k",
      "targets": [0.965, 0.98, 0.985], "seeds": TTA_SEEDS},
-    {"name": "tutorial-cnn", "args": ["--config", "recipes/tutorial-cnn.toml"], "data": "mnist-5k",
+    {"name": "tutorial-001b", "args": ["--config", "recipes/tutorial-001b.toml"], "data": "mnist-5k",
      "targets": [0.965, 0.98, 0.985], "seeds": TTA_SEEDS},
     {"name": "fast-fashion-cpu", "args": ["--config", "recipes/fast-fashion-cpu.toml"], "data": "fashion-mnist",
      "targets": [0.855, 0.90, 0.925], "seeds": TTA_SEEDS},
-    {"name": "tutorial-deep-mlp", "args": ["--config", "recipes/tutorial-deep-mlp.toml"], "data": "fashion-mnist",
+    {"name": "deep-mlp-fashion", "args": ["--dataset", "fashion_mnist", "--model", "deep_mlp", "--optimizer", "adam",
+                                          "--epochs", "4"], "data": "fashion-mnist",
      "targets": [0.855, 0.90, 0.925], "seeds": TTA_SEEDS},
 ]
 QUICK_TTA = [{"name": "mlp", "args": ["--model", "mlp", "--optimizer", "adam", "--epochs", "10"], "data": "mnist-5k",
@@ -64,7 +68,7 @@ def build_parser():
     p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--suite", type=_list(str), default=list(SUITES),
                    help=f"comma-separated suites out of {','.join(SUITES + OPTIONAL_SUITES)} (default: all but "
-                        "peers, which needs the [peers] extra)")
+                        "peers, which needs the [peers] extra, and tutorials)")
     p.add_argument("--json", metavar="PATH", help="write one JSON object per measurement to PATH")
     p.add_argument("--quick", action="store_true", help="reduced grid (about 1.5 minutes on 2 CPU cores)")
     p.add_argument("--data-dir", metavar="DIR",
@@ -85,8 +89,11 @@ def build_parser():
     p.add_argument("--dataset-sizes", type=_list(int), help="scaling: dataset sizes (default 5000,20000,60000,120000; quick 5000,20000)")
     p.add_argument("--tta-target", type=float, help="override the tta suite's target accuracies with this one")
     p.add_argument("--tta-jobs", type=_list(str),
-                   help="run only these tta jobs (default: fast-mnist-cpu,tutorial-cnn,fast-fashion-cpu,"
-                        "tutorial-deep-mlp)")
+                   help="run only these tta jobs (default: fast-mnist-cpu,tutorial-001b,fast-fashion-cpu,"
+                        "deep-mlp-fashion)")
+    p.add_argument("--scripts", type=_list(str),
+                   help="tutorials: only these scripts, e.g. 001a,004 (default: all nine)")
+    p.add_argument("--seeds", type=_list(int), help="tutorials: seeds (default 1,2,3)")
     p.add_argument("--no-tables", action="store_true", help="no tables on stdout (JSON only)")
     return p
 
@@ -196,6 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from benchmarks import peers
 
             peers.peers(out, settings, data)
+        if "tutorials" in args.suite:
+            suites.tutorials(out, args.shared_data, args.seeds or [1, 2, 3], args.scripts)
         if args.json and not args.no_tables:
             out.console.print(f"wrote {len(out.measurements)} measurements to {args.json}")
 

@@ -549,3 +549,58 @@ def tta(out: Output, settings: Settings, shared: str) -> None:
     out.table("tta: time to test accuracy (median over seeds; one full run per seed)",
               ["job", "data", "target", "reached", "s from process start", "s from first step", "final acc"],
               rows)
+
+
+def tutorials(out: Output, shared: str, seeds: List[int], scripts: Optional[List[str]] = None) -> None:
+    """Each tutorial script three ways: its recipe in mnist_core, the script's own code under
+    ``model.fit``, and the script's own model and arrays through ``mnist_core.train(model=...)``.
+
+    All train on ``mnist-5k`` (5,000 real training digits, the official 10,000-digit test
+    set) with the same seed, once per seed; the final test accuracy and loss of each are
+    recorded. The recipe runs through ``mnist_core.train`` in this process (the Python API
+    the command line uses), the script through :func:`benchmarks.tutorial_scripts.run_script`
+    and :func:`benchmarks.tutorial_scripts.run_script_in_mnist_core`.
+    """
+    import keras
+
+    from benchmarks.tutorial_scripts import SCRIPTS, run_script, run_script_in_mnist_core
+    from mnist_core import data as data_lib
+    from mnist_core import recipes
+    from mnist_core.config import TrainConfig
+    from mnist_core.reporting import Reporter
+    from mnist_core.trainer import Trainer
+
+    data_dir = os.path.join(shared, "mnist-5k")
+    if not os.path.isdir(data_dir):
+        out.console.print(f"tutorials: skipped ({data_dir} not found)")
+        return
+    data = data_lib.load("mnist", data_dir)
+    rows = []
+    for script in SCRIPTS.values():
+        if scripts and script.script not in scripts:
+            continue
+        options = recipes.get(script.recipe).options
+        runs: Dict[str, List[Dict]] = {"recipe": [], "fit": [], "model=": []}
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                config = TrainConfig.from_dict({**options, "data_dir": data_dir, "seed": seed,
+                                                "output_dir": os.path.join(tmp, "run"), "quiet": True})
+                summary = Trainer(config, Reporter(quiet=True)).run()
+                runs["recipe"].append({"test_accuracy": summary["test_accuracy"], "test_loss": summary["test_loss"]})
+                keras.backend.clear_session()
+                runs["model="].append(run_script_in_mnist_core(script, data, seed, os.path.join(tmp, "model")))
+            keras.backend.clear_session()
+            runs["fit"].append(run_script(script, data, seed))
+            keras.backend.clear_session()
+        config = {"script": script.script, "recipe": script.recipe, "data": "mnist-5k", "seeds": seeds}
+        for trainer, name in (("recipe", f"{script.recipe} (mnist_core recipe)"),
+                              ("fit", f"script {script.script} (model.fit)"),
+                              ("model=", f"script {script.script} (mnist_core.train(model=...))")):
+            out.add(Measurement("tutorials", name, {**config, "trainer": trainer}, "accuracy",
+                                [r["test_accuracy"] for r in runs[trainer]],
+                                {"test_loss": [r["test_loss"] for r in runs[trainer]]}))
+        cells = {k: " / ".join(f"{r['test_accuracy']:.4f}" for r in v) for k, v in runs.items()}
+        rows.append([script.script, cells["recipe"], cells["fit"], cells["model="]])
+    out.table(f"tutorials: test accuracy on mnist-5k, seeds {'/'.join(map(str, seeds))}",
+              ["script", "recipe (mnist_core)", "script's own code (model.fit)",
+               "script's own code (mnist_core.train)"], rows)

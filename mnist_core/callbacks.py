@@ -1,10 +1,11 @@
 """Keras callbacks in mnist_core's loop, with ``model.fit``'s contract.
 
 Ordinary ``keras.callbacks.Callback`` objects run unchanged (see
-:class:`mnist_core.actions.KerasCallbacks` for when each hook is called). Two stock
-callbacks duplicate what mnist_core does itself and would fight it, so they are refused
-with a pointer to the built-in equivalent; anything else that is not a ``Callback`` is
-refused too, rather than silently never called.
+:class:`mnist_core.actions.KerasCallbacks` for when each hook is called), the stock ones
+included (``TensorBoard`` writes where it is told, beside mnist_core's own logs). Three
+stock callbacks duplicate what mnist_core does itself and would fight it, so they are
+refused with a pointer to the built-in equivalent; anything else that is not a
+``Callback`` is refused too, rather than silently never called.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from mnist_core.resolve import import_attr
 
 # Stock callbacks whose job mnist_core already does, and what to use instead.
 REFUSED = {
-    "TensorBoard": "mnist_core writes TensorBoard logs itself to OUTPUT_DIR/tensorboard (loss, accuracy, "
-                   "learning rate, images/s, the model graph; --histograms, --profile-steps)",
+    "ProgbarLogger": "mnist_core prints its own progress bar per epoch (and --quiet silences it); two bars would "
+                     "write over each other",
+    "SwapEMAWeights": "mnist_core evaluates and saves the weights' moving average itself whenever the optimizer keeps "
+                      "one (--ema, or a compiled optimizer with use_ema=True); swapping them again would evaluate "
+                      "the raw weights",
     "BackupAndRestore": "mnist_core checkpoints the whole training state itself (every epoch, "
                         "--checkpoint-every N) and continues a run exactly with --resume",
 }

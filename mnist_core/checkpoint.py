@@ -68,7 +68,9 @@ class CheckpointState:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
                                               rng=_seed_variables(model))
-        self.directory = directory
+        # Absolute: TensorFlow joins the index's entries with the directory it is given, and
+        # a relative one would be joined twice (see candidates).
+        self.directory = os.path.abspath(directory)
         self.keep = keep
         self._manager: Optional[tf.train.CheckpointManager] = None
 
@@ -97,7 +99,7 @@ class CheckpointState:
         try:
             return self.manager.save(checkpoint_number=step, options=path_options)
         except (tf.errors.OpError, OSError) as e:
-            for partial in glob.glob(os.path.join(self.directory, f"ckpt-{step}[._]*")):
+            for partial in glob.glob(os.path.join(glob.escape(self.directory), f"ckpt-{step}[._]*")):
                 shutil.rmtree(partial, ignore_errors=True) if os.path.isdir(partial) else _unlink(partial)
             kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written before"
             raise write_failed(f"checkpoint {os.path.join(self.directory, f'ckpt-{step}')}", e, kept) from None
@@ -126,8 +128,9 @@ class CheckpointState:
                        warn: Callable[[str], None] = lambda message: None) -> Tuple[int, str]:
         """Restores the newest complete checkpoint of ``directory`` (default: this state's own).
 
-        Checkpoints that cannot be read completely are reported through ``warn``, moved to
-        ``damaged/`` and skipped.
+        Checkpoints that cannot be read completely are moved to ``damaged/`` and skipped, and
+        reported through ``warn`` once a usable one is found (when none is, the one error
+        lists them all).
 
         Returns:
             The global step of the restored checkpoint, and its path.
@@ -136,14 +139,15 @@ class CheckpointState:
             ConfigError: no usable checkpoint exists, or the newest readable one does not
                 match this model/optimizer.
         """
-        directory = directory or self.directory
-        damaged = []
+        directory = os.path.abspath(directory) if directory else self.directory
+        damaged, warnings = [], []
         for path in candidates(directory):
             problem = verify(path)
             if problem:
                 damaged.append(f"{os.path.basename(path)}: {problem}")
                 moved = _quarantine(path, directory)
-                warn(f"checkpoint {path} is damaged ({problem}); moved it to {moved} and trying the one before")
+                warnings.append(f"checkpoint {path} is damaged ({problem}); moved it to {moved} and used the one "
+                                "before")
                 continue
             mismatch = self._mismatch(path)
             if mismatch is None:
@@ -154,6 +158,8 @@ class CheckpointState:
             if mismatch is not None:
                 raise ConfigError(f"--resume: checkpoint {path} does not match this model/optimizer ({mismatch})")
             _point_index_at(directory, path)
+            for message in warnings:
+                warn(message)
             return int(self.step.numpy()), path
         if damaged:
             raise ConfigError(f"--resume: no usable checkpoint in {directory} ({'; '.join(damaged)})")
@@ -195,6 +201,10 @@ def _step_of(path: str) -> int:
 def candidates(directory: str) -> List[str]:
     """Every checkpoint of ``directory``, newest first: those its ``checkpoint`` index names
     and those whose files are on disk (a damaged or missing index still leaves them)."""
+    # Absolute, so that a checkpoint named by the index and found on disk is one path: the
+    # index's relative entries come back joined with the directory TensorFlow was given, and
+    # joining a relative directory again would name a second, nonexistent checkpoint.
+    directory = os.path.abspath(directory)
     paths = set()
     with _tf_logs_quiet():  # a damaged index is reported by what resume does about it
         try:
@@ -204,10 +214,10 @@ def candidates(directory: str) -> List[str]:
     if state is not None:
         for path in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]:
             if path:
-                paths.add(path if os.path.isabs(path) else os.path.join(directory, path))
-    for found in glob.glob(os.path.join(directory, "ckpt-*.index")) + glob.glob(
-            os.path.join(directory, "ckpt-*.data-*")):
-        paths.add(re.sub(r"\.(index|data-\d+-of-\d+)$", "", found))
+                paths.add(os.path.normpath(path if os.path.isabs(path) else os.path.join(directory, path)))
+    for found in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")) + glob.glob(
+            os.path.join(glob.escape(directory), "ckpt-*.data-*")):
+        paths.add(os.path.normpath(re.sub(r"\.(index|data-\d+-of-\d+)$", "", found)))
     return sorted((p for p in paths if _step_of(p) >= 0), key=_step_of, reverse=True)
 
 
@@ -215,7 +225,7 @@ def verify(path: str) -> Optional[str]:
     """Why checkpoint ``path`` cannot be read completely, or None if every tensor reads back."""
     if not os.path.exists(path + ".index"):
         return "its .index file is missing"
-    shards = glob.glob(path + ".data-*")
+    shards = glob.glob(glob.escape(path) + ".data-*")
     if not shards:
         return "its data file is missing"
     match = re.search(r"of-(\d+)$", shards[0])
@@ -234,7 +244,7 @@ def _quarantine(path: str, directory: str) -> str:
     """Moves a damaged checkpoint's files to ``damaged/`` (never deleted: they are the user's)."""
     target = os.path.join(directory, DAMAGED_DIR)
     os.makedirs(target, exist_ok=True)
-    for file in glob.glob(path + ".*"):
+    for file in glob.glob(glob.escape(path) + ".*"):
         os.replace(file, os.path.join(target, os.path.basename(file)))
     return target
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
-from typing import Callable, NoReturn, Optional
+import threading
+from typing import Callable, Iterator, NoReturn, Optional
 
 from mnist_core.errors import MnistCoreError, one_line
 
@@ -33,10 +36,15 @@ _ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] (.*)$")
 _ABSENT_GPU = re.compile(r"cuInit|cuda drivers|CUDA|TensorRT|Unable to register cu(DNN|FFT|BLAS) factory|"
                          r"computation placer already registered|GPU will not be used")
 _CPU_FEATURES = "To enable the following instructions:"
+# Errors TensorFlow's C++ side logs during a run that say nothing the user can act on:
+# a tf.data attribute its runtime does not know yet (with op determinism on), and oneDNN
+# falling back from float16 kernels on a CPU without them (mnist_core says that itself,
+# once, in its own words).
+_RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|oneDNN supports DT_HALF only")
 
 
 def is_startup_noise(line: str) -> bool:
-    """True for a TensorFlow start-up line that says nothing about the user's run."""
+    """True for a TensorFlow log line that says nothing about the user's run."""
     text = line.rstrip("\n")
     if not text.strip() or text == _ABSL_NOTICE or text.startswith(_CPU_FEATURES):
         return True
@@ -44,7 +52,7 @@ def is_startup_noise(line: str) -> bool:
     if match is None:
         return False
     level, message = match.groups()
-    return level == "I" or bool(_ABSENT_GPU.search(message))
+    return level == "I" or bool(_ABSENT_GPU.search(message)) or bool(_RUN_NOISE.search(message))
 
 
 def import_tensorflow():
@@ -83,6 +91,39 @@ def import_tensorflow():
     return tf
 
 
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Keeps TensorFlow's C++ log noise (:func:`is_startup_noise`) off stderr while a command runs.
+
+    TensorFlow writes some log lines straight to file descriptor 2 while a run is under way,
+    not only at start-up. For the block, descriptor 2 is a pipe whose lines a thread copies
+    to the real stderr unless they are known noise; Python's own writes to ``sys.stderr``
+    go the same way, in order. Restored at the end (also on an exception), after the
+    thread has copied everything written.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as source:
+            for line in iter(source.readline, b""):
+                if not is_startup_noise(line.decode("utf-8", "replace")):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="mnist_core-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the thread reads to its end
+        thread.join(timeout=10)
+        os.close(saved)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """An ``argparse`` parser whose errors are one line (no usage dump), exit status 2."""
 
@@ -112,14 +153,25 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def run_main(prog: str, body: Callable[[], Optional[int]]) -> int:
-    """Runs a CLI body, turning user errors into one stderr line and their exit status."""
+def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] = ()) -> int:
+    """Runs a CLI body, turning user errors into one stderr line and their exit status.
+
+    TensorFlow's log noise stays off stderr throughout (:func:`filtered_stderr`). When the
+    body runs as the process's command (``argv`` is ``None``: the flags come from the
+    command line), Ctrl-C is ignored once its work is done: the interpreter's teardown
+    (TensorFlow's destructors take seconds after a mirrored run) has nothing left to
+    interrupt, and an interrupt there would only print a traceback from a destructor.
+    """
     try:
-        return body() or 0
+        with filtered_stderr():
+            return body() or 0
     except MnistCoreError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -21,6 +21,8 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ON_NONFINITE = ("stop", "skip")
 JIT_COMPILE = ("auto", "on", "off")
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+PIXELS = ("unit", "raw")
 
 # The learning rates of the tutorials this project replaces (Adadelta's 1.0 is the
 # classic Keras CNN example's), used when --lr is not given.
@@ -56,6 +58,14 @@ class TrainConfig:
             (``clothing``) of training batches in the input pipeline, deterministic per
             seed and step; ``auto`` picks by dataset; never applied to evaluation.
         momentum: Momentum of ``sgd``.
+        rho: ``rho`` of ``rmsprop``/``adadelta`` (``None``: Keras' default, 0.9 / 0.95).
+        epsilon: The optimizer's ``epsilon`` (``None``: Keras' default, 1e-7).
+        loss: ``sparse_categorical_crossentropy`` on class indices (the default) or
+            ``categorical_crossentropy`` on one-hot targets, as the tutorials compile it
+            (for a model ending in ``sigmoid``, Keras normalises the outputs to sum to one
+            first). Either takes logits or probabilities, as the model returns them.
+        pixels: How uint8 images are fed: ``unit`` (scaled to [0, 1], the default) or
+            ``raw`` (the 0-255 values as floats, as some tutorials feed them).
         epochs: Number of passes over the training set.
         target_accuracy: Stop after the first epoch whose test accuracy reaches this
             (0: train all epochs).
@@ -85,6 +95,7 @@ class TrainConfig:
         quiet: Print only errors and the final result.
         export_savedmodel: Also export ``saved_model/``: a SavedModel whose serving
             signature takes uint8 ``[N, 28, 28]`` images (TF Serving, ``tf.saved_model.load``).
+        export_h5: Also write ``model.h5`` (Keras' legacy HDF5 format) beside ``model.keras``.
         histograms: Write weight histograms to TensorBoard after every epoch.
         profile_steps: ``"A,B"``: write a TensorBoard profiler trace of global steps A..B
             (1-based, inclusive); ``None``: no profiling.
@@ -109,6 +120,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "off"
     momentum: float = 0.9
+    rho: Optional[float] = None
+    epsilon: Optional[float] = None
+    loss: str = "sparse_categorical_crossentropy"
+    pixels: str = "unit"
     epochs: int = 5
     target_accuracy: float = 0.0
     batch_size: int = 128
@@ -132,6 +147,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     quiet: bool = False
     export_savedmodel: bool = False
+    export_h5: bool = False
     histograms: bool = False
     profile_steps: Optional[str] = None
     synthetic_train_size: int = 60000
@@ -155,6 +171,15 @@ class TrainConfig:
         _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("--jit-compile", self.jit_compile, JIT_COMPILE)
         _choice("--augment", self.augment, AUGMENT)
+        _choice("--loss", self.loss, LOSSES)
+        _choice("--pixels", self.pixels, PIXELS)
+        for flag, value in (("--rho", self.rho), ("--epsilon", self.epsilon)):
+            if value is not None and not (_finite(value) and value > 0):
+                raise ConfigError(f"{flag} must be a positive number, got {value!r}")
+        if self.rho is not None and self.optimizer not in ("rmsprop", "adadelta"):
+            raise ConfigError(f"--rho applies to --optimizer rmsprop or adadelta, not {self.optimizer}")
+        if self.epsilon is not None and self.optimizer == "sgd":
+            raise ConfigError("--epsilon applies to --optimizer adam, rmsprop or adadelta, not sgd")
         _positive_int("--grad-accum-steps", self.grad_accum_steps)
         for flag, value in (("--weight-decay", self.weight_decay), ("--clipnorm", self.clipnorm),
                             ("--global-clipnorm", self.global_clipnorm), ("--warmup-epochs", self.warmup_epochs)):

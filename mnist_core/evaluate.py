@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             print_report(result)
 
-    return cli.run_main(PROG, body)
+    return cli.run_main(PROG, body, argv)
 
 
 if __name__ == "__main__":

@@ -67,49 +67,42 @@ def metrics(logits: np.ndarray, labels: np.ndarray, names: Sequence[str],
 
 
 def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional[str] = None,
-             data_dir: Optional[str] = None) -> Dict:
+                   data_dir: Optional[str] = None) -> Dict:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of a model.
 
     Args:
-        model: A path (``RUN/model.keras`` or a SavedModel directory) or a ``keras.Model``
-            (taking float images in [0, 1] of its input shape, returning logits).
+        model: A path (``RUN/model.keras``, a ``.h5`` file or a SavedModel directory) or a
+            ``keras.Model`` (as ``mnist_core.train`` trained it).
         data: ``(x_test, y_test)`` or ``(x_train, y_train, x_test, y_test)`` arrays, or an
-            :class:`mnist_core.data.MnistData`; default: the run's test set (for a path,
-            from its ``summary.json``), else MNIST's.
+            :class:`mnist_core.data.MnistData`; default: the test set of the dataset the
+            model was trained on.
         batch_size: Images per forward pass.
         dataset, data_dir: Where to load the test set from when ``data`` is None.
 
     Returns:
         The dict ``mnist-evaluate --json`` prints (``test_loss``, ``test_accuracy``,
-        ``test_examples``, ``per_class``, ``confusion_matrix``...).
+        ``test_examples``, ``per_class``, ``confusion_matrix``...); the classes are named
+        as the model's dataset names them.
     """
     from mnist_core import data as data_lib
     from mnist_core import inference
 
-    summary = inference.run_summary(Path(model)) if isinstance(model, (str, Path)) else {}
+    classifier = inference.classifier_of(model)  # a bad path is reported before data is looked for
+    info = classifier.info
     if data is None:
-        test = inference.load_run_data(summary, dataset, data_dir)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        test = data_lib.from_arrays((data[0], data[1], data[0], data[1]), name=dataset or "mnist")
+        summary = inference.run_summary(Path(model)) if isinstance(model, (str, Path)) else {}
+        test = inference.load_run_data(info, summary, dataset, data_dir)
     else:
-        test = data_lib.from_arrays(data, name=dataset or "mnist")
-    classifier = inference.classifier_of(model)
+        arrays = (data[0], data[1], data[0], data[1]) if isinstance(data, (tuple, list)) and len(data) == 2 else data
+        test = data_lib.from_arrays(arrays, name=dataset or info.dataset, where="evaluate_model data")
     logits = classifier.logits(test.test_images, batch_size)
-    result = metrics(logits, test.test_labels, data_lib.class_names(test.name),
-                                  classifier.regularization_loss)
+    names = info.class_names if info.known_dataset else data_lib.class_names(test.name)
+    result = metrics(logits, test.test_labels, names, classifier.regularization_loss)
     result.update(model_path=str(classifier.path), model_format=classifier.format, dataset=test.describe())
     return result
 
 
 def evaluate_path(model_path: Path, dataset: Optional[str] = None, data_dir: Optional[str] = None,
                   batch_size: int = 512) -> Dict:
-    """Evaluates a saved model on its run's test set (or the one given); returns :func:`metrics` and more."""
-    from mnist_core import data as data_lib
-    from mnist_core import inference
-
-    classifier = inference.load_classifier(model_path)  # a bad path is reported before data is looked for
-    data = inference.load_run_data(inference.run_summary(model_path), dataset, data_dir)
-    logits = classifier.logits(data.test_images, batch_size)
-    result = metrics(logits, data.test_labels, data_lib.class_names(data.name), classifier.regularization_loss)
-    result.update(model_path=str(model_path), model_format=classifier.format, dataset=data.describe())
-    return result
+    """Evaluates a saved model on its own dataset's test set (or the one given); :func:`evaluate_model`'s dict."""
+    return evaluate_model(Path(model_path), batch_size=batch_size, dataset=dataset, data_dir=data_dir)

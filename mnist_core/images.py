@@ -64,6 +64,9 @@ def _to_gray(array: np.ndarray, where: str) -> np.ndarray:
 def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
     """Yields ``(name, grey [H, W] in [0, 1])`` for the image(s) in one file.
 
+    An image of a ``.npy`` stack that cannot be used is yielded as ``(name, DataError)``, so
+    the others still are.
+
     Raises:
         DataError: the file can't be read or decoded (names the file and why).
     """
@@ -77,7 +80,11 @@ def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
             raise DataError(f"{path}: not a readable .npy array ({one_line(e)})") from None
         if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4):
             for i, image in enumerate(array):
-                yield f"{path}[{i}]", _to_gray(image, f"{path}[{i}]")
+                # One bad image of a stack is that image's problem, not the stack's.
+                try:
+                    yield f"{path}[{i}]", _to_gray(image, f"{path}[{i}]")
+                except DataError as e:
+                    yield f"{path}[{i}]", e
             return
         yield path, _to_gray(array, path)
         return

@@ -1,26 +1,39 @@
-"""Using a trained model: load it (``model.keras`` or SavedModel), classify uint8 images, export.
+"""Using a trained model: load it (``.keras``, ``.h5`` or SavedModel), classify images, export it.
 
-Both formats are driven through one interface, :class:`Classifier`, whose input is what
-the datasets hold and what TF Serving clients send: uint8 images ``[N, 28, 28]``. The
-normalisation to the model's input (:func:`mnist_core.data.normalize_images`) happens
-inside, so callers can't feed a model differently from how it was trained.
+Every format is driven through one interface, :class:`Classifier`, whose input is what the
+datasets hold and what TF Serving clients send: uint8 images ``[N, 28, 28]``. Turning them
+into the model's input (:func:`mnist_core.data.normalize_images`: the shape, and pixels in
+[0, 1] or 0-255) happens inside, as does reading the model's outputs as what they are
+(logits, or a softmax's or sigmoid's probabilities: :mod:`mnist_core.models.outputs`), so
+callers cannot use a model differently from how it was trained.
+
+**A model carries what using it needs.** A run writes a :class:`ModelInfo` — dataset,
+class names, input shape, output kind, pixel scale — into every file it saves: an
+``mnist_core.json`` entry inside ``model.keras`` (a zip archive whose other entries Keras
+reads and ignores this one), an attribute of ``model.h5``, and a ``model_info`` signature
+of the SavedModel. A copy moved out of its run directory therefore predicts and evaluates
+exactly as the original. Files of older runs, without it, fall back to their run's
+``summary.json``, then to what the model itself shows.
 
 The exported SavedModel's ``serving_default`` signature::
 
     inputs:  images         uint8   [N, 28, 28]
-    outputs: probabilities  float32 [N, 10]   softmax of the logits
+    outputs: probabilities  float32 [N, 10]
              classes        int64   [N]       argmax
              logits         float32 [N, 10]   (exact cross-entropy for evaluation)
 
-and a ``regularization_loss`` signature (no inputs → ``loss``: the model's
-``sum(model.losses)``), so evaluating the SavedModel reports the same loss as training.
+plus ``regularization_loss`` (no inputs → ``loss``: the model's ``sum(model.losses)``, so
+evaluating the SavedModel reports the same loss as training) and ``model_info``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import weakref
+import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,10 +42,56 @@ from mnist_core.errors import ConfigError, ModelError, one_line
 
 SAVEDMODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
+INFO_ENTRY = "mnist_core.json"  # inside a .keras archive
+INFO_ATTRIBUTE = "mnist_core_info"  # of a .h5 file's root group
+INFO_SIGNATURE = "model_info"  # of a SavedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What using a trained model needs besides its weights.
+
+    Attributes:
+        dataset: ``mnist``, ``fashion_mnist`` or ``synthetic``.
+        class_names: The 10 classes' display names.
+        input_shape: One example as the model takes it: ``(784,)`` or ``(28, 28, 1)``.
+        outputs: ``logits``, ``softmax`` or ``sigmoid`` (:mod:`mnist_core.models.outputs`).
+        pixels: ``unit`` (pixels scaled to [0, 1]) or ``raw`` (0-255 values).
+        source: Where this came from: ``model`` (written into the file), ``run`` (the run's
+            summary.json), ``guessed`` (the model's own input and outputs; dataset unknown).
+    """
+
+    dataset: str = "mnist"
+    class_names: Tuple[str, ...] = tuple(str(i) for i in range(10))
+    input_shape: Tuple[int, ...] = (IMAGE_SIZE, IMAGE_SIZE, 1)
+    outputs: str = "logits"
+    pixels: str = "unit"
+    source: str = "guessed"
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values.pop("source")
+        values["format"] = 1
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> Optional["ModelInfo"]:
+        try:
+            values = json.loads(text)
+            return cls(dataset=str(values["dataset"]), class_names=tuple(str(n) for n in values["class_names"]),
+                       input_shape=tuple(int(d) for d in values["input_shape"]), outputs=str(values["outputs"]),
+                       pixels=str(values["pixels"]), source=source)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def known_dataset(self) -> bool:
+        return self.source != "guessed"
 
 
 def is_savedmodel(path: Path) -> bool:
     """True for a SavedModel directory (it holds ``saved_model.pb``)."""
+    path = Path(path)
     return path.is_dir() and (path / "saved_model.pb").exists()
 
 
@@ -49,27 +108,108 @@ def run_summary(model_path: Path) -> Dict:
     return value if isinstance(value, dict) else {}
 
 
-def load_run_data(summary: Dict, dataset: Optional[str] = None, data_dir: Optional[str] = None):
-    """The data a run trained and tested on, from its ``summary.json`` contents.
-
-    Args:
-        summary: The run's summary (``{}`` when unknown: MNIST from the default sources).
-        dataset: Overrides the run's dataset.
-        data_dir: Overrides the run's data location.
-    """
+def _info_from_summary(summary: Dict) -> Optional[ModelInfo]:
     from mnist_core import data as data_lib
 
-    config = summary.get("config", {})
-    return data_lib.load(dataset or config.get("dataset", "mnist"), data_dir or config.get("data_dir"),
-                         seed=config.get("seed", 0),
-                         synthetic_train_size=config.get("synthetic_train_size", 60000))
+    config = summary.get("config") or {}
+    if not summary.get("input_shape") or not config.get("dataset"):
+        return None
+    dataset = config["dataset"]
+    return ModelInfo(dataset=dataset, class_names=data_lib.class_names(dataset),
+                     input_shape=tuple(summary["input_shape"]), outputs=summary.get("outputs", "logits"),
+                     pixels=config.get("pixels", "unit"), source="run")
 
 
-def _serving_fn(model, input_shape: Sequence[int]):
+def read_model_info(path: Path) -> Optional[ModelInfo]:
+    """The :class:`ModelInfo` written into a saved model (``.keras``, ``.h5``, SavedModel), or None."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(path))
+            if INFO_SIGNATURE in loaded.signatures:
+                return ModelInfo.from_json(loaded.signatures[INFO_SIGNATURE]()["info"].numpy().decode())
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if INFO_ENTRY in archive.namelist():
+                    return ModelInfo.from_json(archive.read(INFO_ENTRY).decode())
+        elif path.suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                if INFO_ATTRIBUTE in f.attrs:
+                    text = f.attrs[INFO_ATTRIBUTE]
+                    return ModelInfo.from_json(text.decode() if isinstance(text, bytes) else str(text))
+    except Exception:  # an unreadable file is reported by whoever loads the model
+        return None
+    return None
+
+
+def model_info(path: Path, model=None) -> ModelInfo:
+    """What using the model at ``path`` needs: written into it, else its run's summary,
+    else guessed from ``model`` (its input layer and outputs) with MNIST's classes."""
+    info = read_model_info(path) or _info_from_summary(run_summary(path))
+    if info is not None:
+        return info
+    return guess_info(model) if model is not None else ModelInfo()
+
+
+def guess_info(model, input_shape: Optional[Sequence[int]] = None) -> ModelInfo:
+    """A :class:`ModelInfo` read off a model: its declared or own input shape and its output kind."""
+    from mnist_core import models as model_lib
+    from mnist_core.models import outputs as model_outputs
+
+    shape = tuple(input_shape) if input_shape is not None else \
+        model_lib.input_shape_of(model, model_lib.spec_for(model))
+    declared = getattr(model, "mnist_info", None)
+    if isinstance(declared, ModelInfo):
+        return declared
+    return ModelInfo(input_shape=shape, outputs=model_outputs.output_kind(model, shape))
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_keras_model(model, path: Path, info: ModelInfo) -> Path:
+    """Writes ``model`` to ``path`` (``.keras`` or ``.h5``) with ``info`` in it, atomically.
+
+    Raises:
+        WriteError: the file cannot be written; what was at ``path`` is intact.
+    """
+    from mnist_core.files import write_atomically
+
+    def write(tmp: Path) -> None:
+        if tmp.suffix == ".h5":
+            import h5py
+            from absl import logging as absl_logging
+
+            # Keras warns that HDF5 is a legacy format: asked for by name (--export-h5,
+            # beside model.keras), the file is what the user wants, not news to them.
+            level = absl_logging.get_verbosity()
+            absl_logging.set_verbosity(absl_logging.ERROR)
+            try:
+                model.save(tmp, include_optimizer=False)
+            finally:
+                absl_logging.set_verbosity(level)
+            with h5py.File(tmp, "a") as f:
+                f.attrs[INFO_ATTRIBUTE] = info.to_json()
+            return
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(INFO_ENTRY, info.to_json())
+
+    return write_atomically(Path(path), write)
+
+
+def _serving_fn(model, info: ModelInfo):
     import tensorflow as tf
 
+    from mnist_core.models.outputs import as_logits
+
     def serve(images):
-        logits = tf.cast(model(normalize_images(images, input_shape), training=False), tf.float32)
+        outputs = model(normalize_images(images, info.input_shape, info.pixels), training=False)
+        logits = as_logits(outputs, info.outputs)
         return {
             "probabilities": tf.nn.softmax(logits),
             "classes": tf.argmax(logits, axis=-1),
@@ -92,61 +232,118 @@ def _image_spec():
     return tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8, name="images")
 
 
-def export_savedmodel(model, input_shape: Sequence[int], path: Path) -> Path:
+def _is_our_savedmodel(path: Path) -> bool:
+    """A SavedModel of mnist_core's: its serving signature takes uint8 images, gives logits."""
+    if not is_savedmodel(path):
+        return False
+    try:
+        _load_savedmodel(path)
+    except ModelError:
+        return False
+    return True
+
+
+def export_savedmodel(model, input_shape: Sequence[int], path: Path, info: Optional[ModelInfo] = None, *,
+                      overwrite: bool = False) -> Path:
     """Writes ``model`` as a SavedModel whose default signature takes uint8 ``[N, 28, 28]``.
 
     Args:
         model: A trained Keras model (built).
         input_shape: The shape of one model input example, e.g. ``(784,)``.
-        path: The directory to write (replaced if it exists).
+        path: The directory to write. An earlier SavedModel of mnist_core there is replaced;
+            anything else (a directory of other files) only with ``overwrite``.
+        info: What using the model needs (dataset, classes, pixels, outputs); default: read
+            off the model, with MNIST's classes.
+        overwrite: Replace whatever is at ``path``.
 
     Returns:
         ``path``.
+
+    Raises:
+        ConfigError: ``path`` holds something else and ``overwrite`` is not set.
     """
     import keras
+    import tensorflow as tf
 
+    path = Path(path)
+    if path.exists() and not overwrite:
+        if not path.is_dir():
+            raise ConfigError(f"{path}: exists and is not a directory; not replaced (pass overwrite=True)")
+        if any(path.iterdir()) and not _is_our_savedmodel(path):
+            raise ConfigError(f"{path}: a directory of other files, not a SavedModel of mnist_core; not replaced "
+                              "(choose another path, or pass overwrite=True)")
+    info = info or guess_info(model, input_shape)
+    if tuple(info.input_shape) != tuple(input_shape):
+        info = dataclasses.replace(info, input_shape=tuple(input_shape))
     archive = keras.export.ExportArchive()
     archive.track(model)
     # The first endpoint also becomes "serving_default", the one TF Serving calls.
-    archive.add_endpoint(name="serve", fn=_serving_fn(model, input_shape), input_signature=[_image_spec()])
+    archive.add_endpoint(name="serve", fn=_serving_fn(model, info), input_signature=[_image_spec()])
     archive.add_endpoint(name="regularization_loss", fn=lambda: {"loss": _regularization(model)},
                          input_signature=[])
+    text = info.to_json()
+    archive.add_endpoint(name=INFO_SIGNATURE, fn=lambda: {"info": tf.constant(text)}, input_signature=[])
     from mnist_core.files import write_atomically
 
     # Written beside the target and renamed into place: an interrupted export never
     # leaves a half-written SavedModel where a server would load it.
-    return write_atomically(Path(path), lambda tmp: archive.write_out(str(tmp), verbose=False))
+    return write_atomically(path, lambda tmp: archive.write_out(str(tmp), verbose=False))
+
+
+# --------------------------------------------------------------------------- using
+
+
+def as_pixels(images, where: str = "images") -> np.ndarray:
+    """uint8 ``[N, 28, 28]`` pixels from uint8 pixels, floats in [0, 1] (scaled and rounded to
+    8 bits) or floats over 1 (0-255 values, rounded), shaped ``[N, 28, 28]``,
+    ``[N, 28, 28, 1]`` or ``[N, 784]``; an empty stack is ``[0, 28, 28]``.
+
+    Raises:
+        DataError: naming ``where`` and what is wrong (values out of 0-255, shape, NaN).
+    """
+    images = np.asarray(images)
+    if images.ndim >= 1 and len(images) == 0:
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    from mnist_core.data.arrays import _array_images
+
+    pixels = _array_images(images, where)
+    if pixels.dtype == np.uint8:
+        return pixels
+    scale = 1.0 if float(pixels.max(initial=0.0)) > 1.0 else 255.0
+    return np.round(pixels * scale).astype(np.uint8)
 
 
 class Classifier:
-    """A trained model that maps uint8 images ``[N, 28, 28]`` to logits.
+    """A trained model that maps uint8 images ``[N, 28, 28]`` to logits and probabilities.
 
-    Use :func:`load_classifier` to make one.
+    Use :func:`load_classifier` or :func:`classifier_for` to make one.
 
     Attributes:
         path: Where the model was loaded from.
-        format: ``"keras"`` or ``"savedmodel"``.
+        format: ``keras``, ``h5`` or ``savedmodel``.
+        info: What the model was trained on and how it is fed (:class:`ModelInfo`).
         regularization_loss: The model's regularisation term (``sum(model.losses)``), which
             the training run adds to its reported loss.
     """
 
-    def __init__(self, path: Path, fmt: str, fn, regularization_loss: float = 0.0):
+    def __init__(self, path: Path, fmt: str, fn, info: ModelInfo, regularization_loss: float = 0.0):
         self.path = path
         self.format = fmt
         self._fn = fn
+        self.info = info
         self.regularization_loss = regularization_loss
 
     def logits(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """float32 logits ``[N, 10]`` of uint8 images ``[N, 28, 28]``, computed in batches."""
+        """float32 logits ``[N, 10]`` of images (uint8, or floats in [0, 1]), computed in batches."""
         import tensorflow as tf
 
-        images = np.asarray(images, dtype=np.uint8)
+        images = as_pixels(images)
         out = [self._fn(tf.constant(images[i:i + batch_size]))["logits"].numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Softmax probabilities ``[N, 10]`` of uint8 images ``[N, 28, 28]``."""
+        """Class probabilities ``[N, 10]`` of images (uint8, or floats in [0, 1])."""
         return softmax(self.logits(images, batch_size))
 
 
@@ -157,13 +354,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _load_savedmodel(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures[SIGNATURE]
+    except Exception as e:
+        raise ModelError(f"--model-path {path}: cannot load the SavedModel "
+                         f"({type(e).__name__}: {one_line(e)[:200]})") from None
+    inputs = fn.structured_input_signature[1]
+    if "images" not in inputs or "logits" not in fn.structured_outputs:
+        raise ModelError(f"--model-path {path}: not an mnist_core export (its {SIGNATURE} signature "
+                         "lacks the uint8 'images' input or the 'logits' output)")
+    return loaded, fn
+
+
 def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> Classifier:
-    """Loads ``RUN/model.keras`` or an exported SavedModel directory.
+    """Loads a saved model: ``RUN/model.keras``, a ``.h5`` file or an exported SavedModel directory.
 
     Args:
-        path: A ``.keras`` file or a SavedModel directory.
-        input_shape: The model's input example shape, for ``.keras`` models; default: the
-            run's ``summary.json``, else the model's own input shape.
+        path: A ``.keras`` or ``.h5`` file, or a SavedModel directory.
+        input_shape: The model's input example shape; default: what the model carries,
+            else the run's ``summary.json``, else the model's own input shape.
 
     Raises:
         ConfigError: ``path`` does not exist.
@@ -177,50 +390,56 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
     if path.is_dir():
         if not is_savedmodel(path):
             raise ModelError(f"--model-path {path}: a directory without saved_model.pb (not a SavedModel)")
-        try:
-            loaded = tf.saved_model.load(str(path))
-            fn = loaded.signatures[SIGNATURE]
-        except Exception as e:
-            raise ModelError(f"--model-path {path}: cannot load the SavedModel "
-                             f"({type(e).__name__}: {one_line(e)[:200]})") from None
-        inputs = fn.structured_input_signature[1]
-        if "images" not in inputs or "logits" not in fn.structured_outputs:
-            raise ModelError(f"--model-path {path}: not an mnist_core export (its {SIGNATURE} signature "
-                             "lacks the uint8 'images' input or the 'logits' output)")
+        loaded, fn = _load_savedmodel(path)
         reg = 0.0
         if "regularization_loss" in loaded.signatures:
             reg = float(loaded.signatures["regularization_loss"]()["loss"])
+        info = model_info(path)
         # Keep the loaded object alive with the function that uses its variables.
-        return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images), reg)
+        return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images), info, reg)
     model = load_keras_model(path)
-    if input_shape is None:
-        input_shape = run_summary(path).get("input_shape") or model.input_shape[1:]
-    serve = tf.function(_serving_fn(model, tuple(input_shape)), input_signature=[_image_spec()])
-    reg = float(_regularization(model))
-    return Classifier(path, "keras", serve, regularization_loss=reg)
+    info = model_info(path, model)
+    if input_shape is not None:
+        info = dataclasses.replace(info, input_shape=tuple(input_shape))
+    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec()])
+    return Classifier(path, "h5" if path.suffix == ".h5" else "keras", serve, info,
+                      regularization_loss=float(_regularization(model)))
+
+
+# One Classifier per model object: its tf.function is traced once, not at every call.
+_IN_MEMORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classifier:
     """A :class:`Classifier` around a ``keras.Model`` in memory (as trained by ``mnist_core.train``).
 
     Args:
-        model: Takes float images in [0, 1] of ``input_shape``; returns logits.
+        model: Takes images of ``input_shape`` as it was trained (a run sets what it was
+            trained on as ``model.mnist_info``); returns logits or probabilities.
         input_shape: Default: the model's ``mnist_input_shape``, else its input layer's
             shape, else ``(28, 28, 1)``.
     """
     import tensorflow as tf
 
-    from mnist_core import models as model_lib
-
-    if input_shape is None:
-        input_shape = model_lib.spec_for(model).input_shape
-    serve = tf.function(_serving_fn(model, tuple(input_shape)), input_signature=[_image_spec()])
-    return Classifier(Path(f"<{type(model).__name__} in memory>"), "keras", serve,
-                      regularization_loss=float(_regularization(model)))
+    info = guess_info(model, input_shape)
+    cached = _IN_MEMORY.get(model)
+    if cached is not None and cached.info == info:
+        return cached
+    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec()])
+    classifier = Classifier(Path(f"<{type(model).__name__} in memory>"), "keras", serve, info,
+                            regularization_loss=float(_regularization(model)))
+    _IN_MEMORY[model] = classifier
+    return classifier
 
 
 def load_keras_model(path: Path):
-    """Loads a ``.keras`` model (compile=False: only the weights and graph are needed)."""
+    """Loads a ``.keras`` or ``.h5`` model (compile=False: only the weights and graph are needed).
+
+    Raises:
+        ConfigError: no such file.
+        ModelError: not a Keras model file, or one Keras cannot rebuild (a custom class
+            that is not importable, say).
+    """
     import keras
 
     import mnist_core.models.example  # noqa: F401  registers the example model for loading
@@ -228,14 +447,22 @@ def load_keras_model(path: Path):
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--model-path {path}: no such file")
+    if path.suffix == ".h5":
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise ModelError(f"--model-path {path}: not an HDF5 file (damaged, or not a model saved as .h5)")
+    elif not zipfile.is_zipfile(path):
+        raise ModelError(f"--model-path {path}: not a Keras model file (a .keras file is a zip archive; this one is "
+                         "damaged or something else)")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:
         raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {one_line(e)[:200]})") from None
 
 
-def classifier_of(model: Union[str, Path, object]):
-    """A :class:`mnist_core.inference.Classifier` for a path or an in-memory model."""
+def classifier_of(model: Union[str, Path, object]) -> Classifier:
+    """A :class:`Classifier` for a path or an in-memory model."""
     if isinstance(model, (str, Path)):
         return load_classifier(Path(model))
     return classifier_for(model)
@@ -245,15 +472,39 @@ def predict_proba(model, images, *, batch_size: int = 512) -> np.ndarray:
     """Class probabilities ``[N, 10]`` of images.
 
     Args:
-        model: A path (``RUN/model.keras`` or a SavedModel directory) or a ``keras.Model``.
+        model: A path (``RUN/model.keras``, a ``.h5`` file or a SavedModel directory) or a
+            ``keras.Model``.
         images: uint8 pixels or floats in [0, 1] (rounded to 8-bit pixels), shaped ``[N, 28, 28]``,
             ``[N, 28, 28, 1]`` or ``[N, 784]`` (already MNIST-like: light on dark,
             centred; ``mnist-predict`` prepares photos and files).
         batch_size: Images per forward pass.
+
+    Raises:
+        DataError: ``images`` are not such images (the message names ``images``).
+    """
+    pixels = as_pixels(images, "predict_proba images")
+    return classifier_of(model).probabilities(pixels, batch_size)
+
+
+def load_run_data(info: ModelInfo, summary: Dict, dataset: Optional[str] = None, data_dir: Optional[str] = None):
+    """The test data to evaluate a model on: its own dataset, found where its run found it.
+
+    Args:
+        info: What the model was trained on.
+        summary: Its run's ``summary.json`` (``{}`` when unknown), for the data's location.
+        dataset: A dataset asked for explicitly; refused when the model was trained on another.
+        data_dir: Where to load it from (default: the run's data directory, else the
+            default sources).
+
+    Raises:
+        ConfigError: ``dataset`` differs from the one the model was trained on.
     """
     from mnist_core import data as data_lib
 
-    pixels = data_lib.from_arrays((images, np.zeros(len(images), np.uint8)) * 2).train_images
-    if pixels.dtype != np.uint8:
-        pixels = np.round(pixels * 255.0).astype(np.uint8)
-    return classifier_of(model).probabilities(pixels, batch_size)
+    if dataset and info.known_dataset and dataset != info.dataset and "synthetic" not in (dataset, info.dataset):
+        raise ConfigError(f"--dataset {dataset}: the model was trained on {info.dataset} (its classes are "
+                          f"{', '.join(info.class_names[:3])}, ...); evaluate it on {info.dataset}")
+    config = summary.get("config", {})
+    name = dataset or (info.dataset if info.known_dataset else config.get("dataset", "mnist"))
+    return data_lib.load(name, data_dir or config.get("data_dir"), seed=config.get("seed", 0),
+                         synthetic_train_size=config.get("synthetic_train_size", 60000))

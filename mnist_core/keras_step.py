@@ -74,43 +74,131 @@ class _NativeCompileConfig:
         return serialization_lib.serialize_keras_object(config)
 
 
-def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0) -> bool:
+def compiled_by_user(model) -> bool:
+    """Whether ``model`` arrives compiled by the user (the tutorials' ``model.compile(...)``)."""
+    return bool(getattr(model, "compiled", False)) and not compiled_by_mnist_core(model)
+
+
+def label_format(loss) -> str:
+    """``sparse`` (class indices) or ``one_hot`` targets, as a compiled ``loss`` expects them.
+
+    A loss named sparse (``sparse_categorical_crossentropy``,
+    ``SparseCategoricalCrossentropy``, mnist_core's smoothed one) takes indices; any other
+    (``categorical_crossentropy`` on ``to_categorical`` labels, ``mse``...) one-hot rows, as
+    the tutorials feed it. No compiled loss (a ``train_step`` computing its own): indices.
+    """
+    from mnist_core.losses import SmoothedSparseCategoricalCrossentropy
+
+    if loss is None or isinstance(loss, SmoothedSparseCategoricalCrossentropy):
+        return "sparse"
+    if isinstance(loss, str):
+        name = loss
+    else:
+        fn = getattr(loss, "fn", None)  # LossFunctionWrapper
+        name = f"{type(loss).__name__} {getattr(fn, '__name__', '')} {getattr(loss, '__name__', '')}"
+    return "sparse" if "sparse" in name.lower() else "one_hot"
+
+
+# Flags that make or change the optimizer or the loss, with their defaults: a model that
+# arrives compiled brings both, so any of these set to something else is refused.
+_OPTIMIZER_AND_LOSS_FLAGS = (("optimizer", "adam"), ("lr", None), ("lr_schedule", "constant"), ("momentum", 0.9),
+                             ("rho", None), ("epsilon", None), ("warmup_epochs", 0.0), ("weight_decay", 0.0),
+                             ("clipnorm", 0.0), ("global_clipnorm", 0.0), ("ema", 0.0), ("grad_accum_steps", 1),
+                             ("label_smoothing", 0.0), ("on_nonfinite", "stop"),
+                             ("loss", "sparse_categorical_crossentropy"))
+
+
+def describe_compile(model) -> str:
+    """``RMSprop, categorical_crossentropy, metrics accuracy``: what a user compiled."""
+    optimizer = type(getattr(model, "optimizer", None)).__name__
+    loss = model.loss if isinstance(model.loss, str) else getattr(getattr(model.loss, "fn", None), "__name__",
+                                                                  type(model.loss).__name__)
+    metrics = model._compile_config.config.get("metrics") if hasattr(model, "_compile_config") else None
+    names = [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in (metrics or [])]
+    return f"{optimizer}, loss {loss}" + (f", metrics {', '.join(names)}" if names else "")
+
+
+def check_user_compile(model, config, where: str) -> None:
+    """Refuses the flags a model compiled by the user cannot honour, in one line each.
+
+    The model brings its optimizer, loss and metrics, as under ``fit``; flags that would
+    make another optimizer or loss, ``run_eagerly=True`` (mnist_core's loop is compiled),
+    and a model with several compiled losses are refused. ``steps_per_execution`` given to
+    ``compile`` is taken where ``--steps-per-loop`` is left at its default.
+
+    Raises:
+        ConfigError: naming the flag and what to drop.
+    """
+    what = describe_compile(model)
+    for field, default in _OPTIMIZER_AND_LOSS_FLAGS:
+        value = getattr(config, field)
+        if value != default:
+            flag = "--" + field.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {value}: {where} comes compiled ({what}) and is trained with its own optimizer and loss, "
+                f"as fit would; drop {flag}, or pass the model uncompiled to train it with mnist_core's")
+    if getattr(model, "run_eagerly", False):
+        raise ConfigError(f"{where} was compiled with run_eagerly=True; mnist_core's loop is a compiled tf.function: "
+                          "compile it without run_eagerly")
+    if isinstance(model.loss, (list, tuple, dict)):
+        raise ConfigError(f"{where} was compiled with several losses; mnist_core trains one output with one loss")
+
+
+def compiled_steps_per_execution(model) -> int:
+    """The ``steps_per_execution`` a user gave ``compile`` (1 when not given).
+
+    (``compile``'s ``jit_compile`` cannot be told apart from Keras' own resolution of its
+    default ``"auto"``, which Keras does at compile time; XLA is ``--jit-compile``'s choice.)
+    """
+    return int(getattr(model, "steps_per_execution", 1) or 1)
+
+
+def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0,
+                  from_logits: bool = True, categorical: bool = False) -> bool:
     """Compiles ``model`` as the tutorial recipe does and builds its metric state.
 
-    Call inside the strategy's scope: the metric variables are created here, as ``fit``
-    creates them before its first trace (``Trainer._symbolic_build``), not inside a
-    replica's graph.
+    The loss is cross-entropy of the model's kind of outputs (``from_logits``) on indices,
+    or on one-hot targets with ``categorical`` (``categorical_crossentropy``, as the
+    tutorials compile it); ``accuracy`` is the metric. Call inside the strategy's scope:
+    the metric variables are created here, as ``fit`` creates them before its first trace
+    (``Trainer._symbolic_build``), not inside a replica's graph.
 
     Returns:
         Whether the model had been compiled by an earlier mnist_core run (trained again:
         its weights continue, with this run's optimizer).
-
-    Raises:
-        ModelError: the model arrives compiled by the user already (its own loss or
-            optimizer would otherwise be replaced without a word).
     """
     import keras
 
-    again = compiled_by_mnist_core(model)
-    if getattr(model, "compiled", False) and not again:
-        raise ModelError(
-            f"{where}: the model comes compiled; mnist_core compiles it itself with --optimizer, "
-            "SparseCategoricalCrossentropy(from_logits=True) and accuracy: return it uncompiled"
-        )
     from mnist_core.losses import SmoothedSparseCategoricalCrossentropy
 
-    loss = (SmoothedSparseCategoricalCrossentropy(label_smoothing) if label_smoothing
-            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    again = compiled_by_mnist_core(model)
+    if categorical:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    elif label_smoothing:
+        loss = SmoothedSparseCategoricalCrossentropy(label_smoothing, from_logits=from_logits)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
     model._compile_config = _NativeCompileConfig(model._compile_config)
     object.__setattr__(model, COMPILED_BY_MNIST_CORE, True)
-    batch = (np.zeros((2, *input_shape), np.float32), np.zeros((2,), np.int32))
+    build_metrics(model, input_shape, where)
+    return again
+
+
+def build_metrics(model, input_shape: Sequence[int], where: str) -> None:
+    """Builds a compiled model's loss and metric state on a batch of zeros, as ``fit`` does first.
+
+    Raises:
+        ModelError: the compiled loss or metrics cannot take the model's outputs.
+    """
+    one_hot = label_format(model.loss) == "one_hot"
+    labels = np.zeros((2, 10), np.float32) if one_hot else np.zeros((2,), np.int32)
+    batch = (np.zeros((2, *input_shape), np.float32), labels)
     try:
         model._symbolic_build(data_batch=batch)
     except Exception as e:
         raise ModelError(f"{where}: building the model's loss and metrics failed "
                          f"({type(e).__name__}: {one_line(e)[:300]})") from None
-    return again
 
 
 def _call_compute_loss(model, x, y, y_pred, training: bool):

@@ -65,6 +65,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int,
     per_update = config.grad_accum_steps if keras_accumulation else 1
     lr = learning_rate(config, steps_per_epoch, per_update)
     options = optimizer_options(config, keras_accumulation)
+    if config.epsilon is not None:
+        options["epsilon"] = config.epsilon
+    if config.rho is not None:
+        options["rho"] = config.rho
     if config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(lr, **options)
     elif config.optimizer == "rmsprop":

@@ -59,41 +59,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         run = Path(args.run_dir)
         if not run.is_dir():
             raise ConfigError(f"RUN_DIR {run}: not a directory")
-        out = Path(args.out) if args.out else run
-        out.mkdir(parents=True, exist_ok=True)
         history = _read_json(run / "history.json")
         if not isinstance(history, list) or not history:
             raise ConfigError(f"{run / 'history.json'}: no epochs recorded yet")
         summary = _read_json(run / "summary.json") if (run / "summary.json").exists() else {}
         config = summary.get("config", {})
-        title = f"{config.get('model', '?')} on {summary.get('dataset', '?')}" if config else run.name
+        model_name = str(config.get("model", "?")).rsplit(":", 1)[-1]  # a module path would overflow the title
+        title = f"{model_name} on {config.get('dataset', '?')}" if config else run.name
+        samples = None
+        if not args.no_samples:
+            from mnist_core import inference
+
+            model_path = run / "model.keras"
+            if not model_path.exists() and inference.is_savedmodel(run / inference.SAVEDMODEL_DIR):
+                model_path = run / inference.SAVEDMODEL_DIR
+            if not model_path.exists():
+                raise ConfigError(f"{model_path}: no such file (the run has not finished; "
+                                  "use --no-samples for curves only)")
+            classifier = inference.load_classifier(model_path)
+            data = inference.load_run_data(classifier.info, summary, data_dir=args.data_dir)
+            predicted = classifier.logits(data.test_images).argmax(axis=1)
+            labels = data.test_labels.astype(np.int64)
+            picked = sample_indices(predicted, labels, args.samples)
+            errors = int((predicted != labels).sum())
+            samples = (data.test_images[picked], labels[picked], predicted[picked], classifier.info.class_names,
+                       f"{title}: {errors} of {len(labels)} test images misclassified; red: wrong (true class below)")
+        # Everything that can fail has been read: only now is anything written.
+        out = Path(args.out) if args.out else run
+        out.mkdir(parents=True, exist_ok=True)
         print(plot_curves(history, out / "curves.png", title))
-        if args.no_samples:
-            return 0
-
-        from mnist_core import data as data_lib
-        from mnist_core import inference
-
-        model_path = run / "model.keras"
-        if not model_path.exists() and inference.is_savedmodel(run / inference.SAVEDMODEL_DIR):
-            model_path = run / inference.SAVEDMODEL_DIR
-        if not model_path.exists():
-            raise ConfigError(f"{model_path}: no such file (the run has not finished; "
-                              "use --no-samples for curves only)")
-        data = inference.load_run_data(summary, data_dir=args.data_dir)
-        classifier = inference.load_classifier(model_path)
-        predicted = classifier.logits(data.test_images).argmax(axis=1)
-        labels = data.test_labels.astype(np.int64)
-        picked = sample_indices(predicted, labels, args.samples)
-        errors = int((predicted != labels).sum())
-        print(plot_samples(
-            data.test_images[picked], labels[picked], predicted[picked], data_lib.class_names(data.name),
-            out / "samples.png",
-            f"{title}: {errors} of {len(labels)} test images misclassified; red: wrong (true class below)",
-        ))
+        if samples is not None:
+            images, true, guessed, names, caption = samples
+            print(plot_samples(images, true, guessed, names, out / "samples.png", caption))
         return 0
 
-    return cli.run_main(PROG, body)
+    return cli.run_main(PROG, body, argv)
 
 
 if __name__ == "__main__":

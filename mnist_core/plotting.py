@@ -6,6 +6,7 @@ Plotting uses matplotlib, an optional extra (``pip install -e ".[plot]"``); with
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Dict, List
 
@@ -40,15 +41,21 @@ def plot_curves(history: List[Dict], path: Path, title: str = "") -> Path:
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
             key = f"{split}_{metric}"
-            if all(key in e for e in history):
-                ax.plot(epochs, [e[key] for e in history], style, label=split, markersize=4)
+            # With --eval-every N only every Nth epoch has test_*: plot the epochs that do.
+            points = [(e["epoch"], e[key]) for e in history if isinstance(e.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), style, label=split, markersize=4)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 10:  # whole epochs only, even for a single one (no 0.95 ... 1.05)
+            ax.set_xticks(epochs)
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.shorten(title, width=90, placeholder="..."))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -16,9 +16,10 @@ Each is made to look like the training data before it is classified (``--preproc
   side scaled to 28, centred.
 * ``none``: the image must already be 28x28 (light on dark); used as it is.
 
-The default is the recipe of the dataset the run trained on (from its ``summary.json``).
-A file that can't be read or decoded gets one error line on stderr; the others are still
-classified, and the exit status is then 2.
+The default is the recipe of the dataset the model was trained on (which the model file
+carries). A file or image that can't be read, decoded or used gets one error line on
+stderr; the other files, and the other images of a stack, are still classified, and the
+exit status is then 2.
 """
 
 from __future__ import annotations
@@ -57,23 +58,36 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def body():
         cli.import_tensorflow()
-        from mnist_core import data as data_lib
         from mnist_core import inference
 
-        model_path = Path(args.model_path)
-        dataset = inference.run_summary(model_path).get("config", {}).get("dataset")
-        names = data_lib.class_names(dataset or "mnist")
-        preprocess = args.preprocess or default_preprocess(dataset)
-        classifier = inference.load_classifier(model_path)
+        classifier = inference.load_classifier(Path(args.model_path))
+        # The model carries its dataset: class names and the preprocessing that matches it.
+        names = classifier.info.class_names
+        preprocess = args.preprocess or default_preprocess(classifier.info.dataset)
+
+        def fail(message: str) -> None:
+            print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
 
         failures = 0
         for path in args.images:
+            batch = []
             try:
-                batch = [(name, to_model_input(gray, preprocess, name)) for name, gray in read_images(path)]
+                images = list(read_images(path))
             except DataError as e:
-                print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+                fail(str(e))
                 failures += 1
                 continue
+            if not images:
+                fail(f"{path}: an empty stack of images (shape [0, H, W]): nothing to classify")
+                failures += 1
+            for name, gray in images:  # a bad image of a stack costs that image, not the stack
+                try:
+                    if isinstance(gray, DataError):
+                        raise gray
+                    batch.append((name, to_model_input(gray, preprocess, name)))
+                except DataError as e:
+                    fail(str(e))
+                    failures += 1
             if not batch:
                 continue
             probs = classifier.probabilities(np.stack([image for _, image in batch]))
@@ -87,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     print(f"{name}: {text}")
         return 2 if failures else 0
 
-    return cli.run_main(PROG, body)
+    return cli.run_main(PROG, body, argv)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from mnist_core import keras_step
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
 from mnist_core.models import checks as model_checks
+from mnist_core.models import outputs as model_outputs
 from mnist_core import optim
 from mnist_core import step as step_lib
 from mnist_core import tracing
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError
+from mnist_core.errors import ConfigError, ModelError
 
 
 def weights_digest(model) -> str:
@@ -66,7 +67,17 @@ def _to_python(value):
 
 
 def python_logs(logs) -> Dict:
-    return {key: _to_python(value) for key, value in logs.items()}
+    """A step's logs as Python numbers, nested dicts flattened as ``fit`` flattens them
+    (Keras' ``pythonify_logs``): the guide's ``{m.name: m.result() for m in self.metrics}``
+    returns ``{"loss": ..., "compile_metrics": {"accuracy": ...}}``, reported as ``loss``
+    and ``accuracy``."""
+    flat: Dict = {}
+    for key, value in sorted(logs.items()):
+        if isinstance(value, dict):
+            flat.update(python_logs(value))
+        else:
+            flat[key] = _to_python(value)
+    return flat
 
 
 @contextlib.contextmanager
@@ -124,10 +135,15 @@ class Program:
     batch_per_step: int = 0  # examples per step: the batch, times --grad-accum-steps in the explicit step
     input_shape: Tuple[int, ...] = ()  # one example as the model takes it (models.input_shape_of)
     trained_before: bool = False  # a model object an earlier mnist_core run in this process trained
+    compiled_by_user: bool = False  # arrived compiled: trained with its own optimizer, loss and metrics
+    outputs: str = "logits"  # what the model returns: logits, softmax or sigmoid (models.outputs)
+    labels: str = "sparse"  # how the pipeline gives targets: class indices, or one_hot rows
+    keras_eval: bool = False  # evaluation runs the model's test_step (else mnist_core's eval step)
 
     @property
     def keras_protocol(self) -> bool:
-        return bool(self.protocol)
+        """Whether Keras' ``train_step`` runs (an override, or a model compiled by the user)."""
+        return bool(self.protocol) or self.compiled_by_user
 
     @property
     def train_loop(self) -> Callable:
@@ -194,7 +210,8 @@ class Program:
         dataset = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
-            augment=augment_lib.resolve(self.config.augment, data.name),
+            augment=augment_lib.resolve(self.config.augment, data.name), pixels=self.config.pixels,
+            label_format=self.labels,
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
@@ -205,7 +222,8 @@ class Program:
         pass, so its batches can be much larger than training's, and fewer calls cost less).
         """
         batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
-        dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape)
+        dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape,
+                                        pixels=self.config.pixels, label_format=self.labels)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
 
     def trace(self, iterator, eval_inputs: Sequence) -> None:
@@ -246,7 +264,7 @@ class Program:
         Keras' ``evaluate``) and the accuracy; a Keras-protocol model reports whatever its
         ``test_step`` returns, its metrics reset first, as ``evaluate`` resets them.
         """
-        if self.keras_protocol:
+        if self.keras_eval:
             self.model.reset_metrics()
             out = self.eval_loop(dataset)
             logs = python_logs(keras_step.metrics_or_logs(self.model, out["logs"]))
@@ -300,10 +318,22 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             model_checks.apply_sync_batchnorm(model, where)
     model_checks.check_precision(model, config.precision, where, built_here=spec.instance is None)
     input_shape = model_lib.input_shape_of(model, spec)
+    try:
+        outputs = model_outputs.output_kind(model, input_shape)
+    except ValueError as e:
+        raise ModelError(f"{where}: {e}") from None
     protocol = keras_step.overridden_methods(model)
+    user_compiled = keras_step.compiled_by_user(model)
+    if user_compiled:
+        # As fit: the model's own optimizer, loss and metrics, through Keras' train_step;
+        # its compile's steps_per_execution stands where --steps-per-loop is unset.
+        keras_step.check_user_compile(model, config, where)
+        spe = keras_step.compiled_steps_per_execution(model)
+        config = config.replace(steps_per_loop=config.steps_per_loop or (spe if spe > 1 else 0))
+    keras_path = bool(protocol) or user_compiled
     # With --grad-accum-steps N the explicit step takes N micro-batches per step (one
     # update); a Keras-protocol model's optimizer accumulates itself, a batch per step.
-    accumulate_in_step = config.grad_accum_steps > 1 and not protocol
+    accumulate_in_step = config.grad_accum_steps > 1 and not keras_path
     batch_per_step = config.batch_size * (config.grad_accum_steps if accumulate_in_step else 1)
     steps_per_epoch = num_train // batch_per_step
     if steps_per_epoch == 0:
@@ -318,18 +348,34 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             f"--grad-accum-steps: {where} brings its own step, so Keras' optimizer accumulates the gradients, "
             f"and Keras' accumulation puts the cross-replica all-reduce inside a condition that {replicas} "
             "replicas cannot run; use one replica, or a model without a train_step/compute_loss override")
+    from_logits = outputs == "logits"
+    categorical = config.loss == "categorical_crossentropy"
     with strategy.scope():
-        optimizer = optim.make_optimizer(config, steps_per_epoch, keras_accumulation=bool(protocol))
+        optimizer = model.optimizer if user_compiled else \
+            optim.make_optimizer(config, steps_per_epoch, keras_accumulation=bool(protocol))
         # Keras 3 creates slot variables lazily; a tf.function would then try to create
         # them while tracing (fails: "You must feed a value for placeholder"). Build now,
         # in scope, so slots are distributed like the weights and restorable.
-        optimizer.build(model.trainable_variables)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
         # Compiled as the tutorial recipe compiles it, whichever step trains it: a Keras-
         # protocol model needs compile's loss and metrics, and callbacks find what they
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
-        trained_before = keras_step.compile_model(model, optimizer, input_shape, where,
-                                                  label_smoothing=config.label_smoothing)
+        if user_compiled:
+            keras_step.build_metrics(model, input_shape, where)
+            trained_before = False
+        else:
+            trained_before = keras_step.compile_model(model, optimizer, input_shape, where,
+                                                      label_smoothing=config.label_smoothing,
+                                                      from_logits=from_logits, categorical=categorical)
+    # Targets as the compiled loss takes them on the Keras path; mnist_core's explicit step
+    # takes class indices and makes one-hot targets itself where its loss needs them.
+    labels = keras_step.label_format(model.loss) if keras_path else "sparse"
+    # Keras' default test_step computes the compiled loss; a model compiled without one (the
+    # guide's "going lower-level" model, whose train_step computes its own) trains under fit
+    # but cannot be evaluated by it: mnist_core evaluates it with its own cross-entropy.
+    keras_eval = keras_path and ("test_step" in protocol or model.loss is not None)
     steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
     jit_key = None
@@ -347,24 +393,29 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
                   update_counter=optimizer.iterations if optim.skips_updates(optimizer) else None)
     train_loops, eval_loops = {}, {}
     for jit in ([plan.choice] if plan is not None else [False, True]):
-        if protocol:
+        if keras_path:
             train_step = keras_step.make_train_step(model, optimizer, jit_compile=jit, num_replicas=replicas,
-                                                        where=where)
+                                                    where=where)
             train_loops[jit] = loop_lib.make_keras_train_loop(
                 strategy, loop_lib.make_keras_step(strategy, train_step), on_trace=on_trace, **health)
-            eval_loops[jit] = loop_lib.make_keras_eval_loop(
-                strategy, loop_lib.make_keras_step(strategy, keras_step.make_test_step(model, jit_compile=jit)))
         else:
             train_step = step_lib.make_train_step(
                 model, optimizer, config.batch_size, jit_compile=jit, num_replicas=replicas,
-                label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps if accumulate_in_step else 1)
+                label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps if accumulate_in_step else 1,
+                from_logits=from_logits, categorical=categorical)
             train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
-            eval_loops[jit] = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(model, jit_compile=jit))
+        if keras_eval:
+            eval_loops[jit] = loop_lib.make_keras_eval_loop(
+                strategy, loop_lib.make_keras_step(strategy, keras_step.make_test_step(model, jit_compile=jit)))
+        else:
+            eval_loops[jit] = loop_lib.make_eval_loop(strategy, step_lib.make_eval_step(
+                model, jit_compile=jit, from_logits=from_logits, categorical=categorical))
     program = Program(
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
         batch_per_step=batch_per_step, input_shape=input_shape, trained_before=trained_before,
-        steps_per_loop=steps_per_loop, protocol=protocol,
+        steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, outputs=outputs,
+        labels=labels, keras_eval=keras_eval,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
     if decide_jit:

@@ -34,6 +34,8 @@ class Reporter:
     def __init__(self, quiet: bool = False, console: Optional[Console] = None):
         self.quiet = quiet
         self.console = console or Console(file=sys.stdout, soft_wrap=True)
+        # A console given by the caller (a test's buffer) takes the warnings too.
+        self.errors = console or Console(file=sys.stderr, soft_wrap=True)
         self.interactive = self.console.is_terminal and not quiet
         self._progress: Optional[Progress] = None
         self._task = None
@@ -44,8 +46,8 @@ class Reporter:
             self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
-        """A warning, printed even when quiet."""
-        self.console.print(f"warning: {message}", highlight=False, markup=False, style="yellow")
+        """A warning: on stderr, beside errors (stdout stays the run's record), even when quiet."""
+        self.errors.print(f"warning: {message}", highlight=False, markup=False, style="yellow")
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, completed: int = 0) -> None:
         if not self.interactive:

@@ -29,7 +29,7 @@ from mnist_core.reporting import Reporter
 RESUME_GUARDED = ("model", "dataset", "batch_size", "seed", "optimizer", "lr", "lr_schedule", "lr_decay_rate",
                   "momentum", "precision", "val_split", "synthetic_train_size", "sync_batchnorm", "warmup_epochs",
                   "weight_decay", "clipnorm", "global_clipnorm", "ema", "grad_accum_steps", "label_smoothing",
-                  "augment")
+                  "augment", "rho", "epsilon", "loss", "pixels")
 
 
 def run_record(program: Program, data: data_lib.MnistData) -> Dict:
@@ -60,7 +60,7 @@ def _flag(field: str) -> str:
 _HINT = "resume with the run's value, or start a new run in another --output-dir"
 
 
-def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], reporter: Reporter) -> None:
+def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], warn: Callable[[str], None]) -> None:
     """Refuses a ``--resume`` whose flags would change the meaning of the saved run.
 
     Runs before the model is built, so a changed flag is named even where the new value
@@ -69,12 +69,13 @@ def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], reporter
     Args:
         record: The run's ``config.json`` (:func:`mnist_core.rundir.read_run_record`), or
             None if it has none.
+        warn: Receives what the resume should know but need not stop for.
 
     Raises:
         ConfigError: naming the flag and both values.
     """
     if record is None:
-        reporter.warn(f"{out} has no config.json (a run of an older mnist_core?): resuming without checking "
+        warn(f"{out} has no config.json (a run of an older mnist_core?): resuming without checking "
                       "that the flags match the run's")
         return
     saved = record["config"]
@@ -89,7 +90,7 @@ def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], reporter
             raise ConfigError(f"--resume: {_flag(field)} {new} differs from the run's {old}, which would change "
                               f"what its saved steps mean; {_HINT}")
     if config.epochs != saved.get("epochs") and config.lr_schedule in optim.RUN_LENGTH_SCHEDULES:
-        reporter.warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule "
+        warn(f"--epochs {config.epochs} (the run had {saved.get('epochs')}) with --lr-schedule "
                       f"{config.lr_schedule}: the schedule now spans the new length, so the learning rate jumps "
                       "at the resume point")
 

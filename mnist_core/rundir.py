@@ -35,8 +35,8 @@ from mnist_core.files import remove, remove_stale_temporaries, umask_mode
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
 SAVEDMODEL_DIR = "saved_model"
-RUN_FILES = ("history.json", "history.json.damaged", "summary.json", CONFIG_FILE, "model.keras", SAVEDMODEL_DIR,
-             CHECKPOINT_DIR, "tensorboard")
+RUN_FILES = ("history.json", "history.json.damaged", "summary.json", CONFIG_FILE, "model.keras", "model.h5",
+             SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
 
 
 def default_output_dir() -> Path:

@@ -19,19 +19,37 @@ from typing import Callable, Dict
 import tensorflow as tf
 
 
-def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
-    """Categorical cross-entropy from logits, one value per example, in float32.
+def per_example_loss(labels: tf.Tensor, outputs: tf.Tensor, label_smoothing: float = 0.0, *,
+                     from_logits: bool = True, categorical: bool = False) -> tf.Tensor:
+    """Cross-entropy of the model's outputs against integer labels, one value per example, in float32.
 
-    With ``label_smoothing`` ε the target is ``one_hot * (1 - ε) + ε / classes`` and the
-    loss is computed by the same op as Keras' ``CategoricalCrossentropy(label_smoothing=ε)``,
-    so the step stays ``fit``'s.
+    Computed by the very ops of Keras' losses, so the step stays ``fit``'s:
+
+    * logits (``from_logits``): the softmax cross-entropy ops;
+    * probabilities (a model ending in ``softmax`` or ``sigmoid``): Keras'
+      ``sparse_categorical_crossentropy``/``categorical_crossentropy`` with
+      ``from_logits=False`` — which read a softmax's own logits where they can, and for
+      ``categorical`` normalise a sigmoid's outputs to sum to one;
+    * ``categorical``: one-hot targets, as ``categorical_crossentropy`` on ``to_categorical``
+      labels; with ``label_smoothing`` ε the target is ``one_hot * (1 - ε) + ε / classes``,
+      as Keras' ``CategoricalCrossentropy(label_smoothing=ε)``.
     """
-    logits = tf.cast(logits, tf.float32)
-    if label_smoothing:
-        classes = logits.shape[-1]
-        targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
-        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    import keras
+
+    # A no-op for float32 outputs: a softmax output then stays a Softmax op, whose logits
+    # Keras' cross-entropy reads, exactly as under fit.
+    outputs = tf.cast(outputs, tf.float32)
+    if label_smoothing or categorical:
+        classes = outputs.shape[-1]
+        targets = tf.one_hot(labels, classes)
+        if label_smoothing:
+            targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
+        if from_logits:
+            return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=outputs)
+        return keras.ops.categorical_crossentropy(targets, outputs, from_logits=False)
+    if from_logits:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs)
+    return keras.ops.sparse_categorical_crossentropy(labels, outputs, from_logits=False)
 
 
 def regularization_loss(model) -> tf.Tensor:
@@ -48,7 +66,8 @@ def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bool = False,
-                    num_replicas: int = 1, label_smoothing: float = 0.0, accum_steps: int = 1) -> Callable:
+                    num_replicas: int = 1, label_smoothing: float = 0.0, accum_steps: int = 1,
+                    from_logits: bool = True, categorical: bool = False) -> Callable:
     """Returns ``step(batch) -> {"loss", "correct", "count"}`` for one replica.
 
     ``loss`` is this replica's share of the global objective (its sum over replicas is the
@@ -66,6 +85,8 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
             cannot run inside an XLA cluster.
         num_replicas: Replicas in sync; selects the XLA boundary above.
         label_smoothing: Smooth the targets of the training loss (see :func:`per_example_loss`).
+        from_logits, categorical: What the model returns and which cross-entropy
+            (:func:`per_example_loss`).
         accum_steps: Gradient accumulation: each step's batch holds ``accum_steps``
             micro-batches of ``global_batch_size``; their gradients are computed one after
             the other (one micro-batch's activations in memory at a time), summed, and
@@ -82,7 +103,8 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     def micro_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            per_example = per_example_loss(labels, logits, label_smoothing)
+            per_example = per_example_loss(labels, logits, label_smoothing, from_logits=from_logits,
+                                           categorical=categorical)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=examples)
             if model.losses:
                 regulariser = tf.nn.scale_regularization_loss(regularization_loss(model))
@@ -132,7 +154,8 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     return train_step
 
 
-def make_eval_step(model, *, jit_compile: bool = False) -> Callable:
+def make_eval_step(model, *, jit_compile: bool = False, from_logits: bool = True,
+                   categorical: bool = False) -> Callable:
     """Returns ``step(batch) -> {"loss", "correct", "count"}`` sums for one replica.
 
     ``loss`` is the *sum* over this replica's examples of cross-entropy plus the
@@ -148,7 +171,7 @@ def make_eval_step(model, *, jit_compile: bool = False) -> Callable:
     def sums(images, labels) -> Dict[str, tf.Tensor]:
         logits = model(images, training=False)
         count = tf.cast(tf.shape(labels)[0], tf.float32)
-        loss_sum = tf.reduce_sum(per_example_loss(labels, logits))
+        loss_sum = tf.reduce_sum(per_example_loss(labels, logits, from_logits=from_logits, categorical=categorical))
         if model.losses:
             # Regularisation is per batch in Keras' evaluate: weight it by the batch size.
             # tf.where, not multiplication: an empty batch may give NaN regularisers.

@@ -24,6 +24,9 @@ def configure_devices(config: TrainConfig) -> None:
 
     gpus = tf.config.list_physical_devices("GPU")
     _grow_gpu_memory(gpus)
+    if config.devices is not None and not gpus:
+        raise ConfigError(f"--devices {config.devices}: TensorFlow sees no GPU on this machine; drop --devices to "
+                          "train on the CPU (--cpu-replicas N splits it for --strategy mirrored)")
     if config.devices is not None and gpus:
         wanted = [int(i) for i in config.devices.split(",")]
         missing = [i for i in wanted if i >= len(gpus)]

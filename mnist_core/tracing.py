@@ -72,8 +72,7 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
         raise
     except Exception as e:
         if not failed:
-            raise ModelError(f"{where}: tracing the compiled loop failed "
-                             f"({type(e).__name__}: {one_line(e)[:300]})") from None
+            raise ModelError(f"{where}: tracing the compiled loop failed ({_innermost(e)[:300]})") from None
         method, error = failed[0]
         text = one_line(error)
         hint = ""
@@ -103,3 +102,15 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
             f"{where}: tracing {'/'.join(methods) or 'call'}() printed {first!r}; Python's print runs once, "
             "when TensorFlow traces the step, not at every step: use tf.print or a metric"
         )
+
+
+def _innermost(error: BaseException) -> str:
+    """The error that TensorFlow's "in user code:" traceback text ends with, in one line.
+
+    A failure inside a traced function is re-raised with the traced frames' file names
+    first; the user needs its last line (``ValueError: No loss to compute...``).
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("in user code"):
+        return one_line(lines[-1])
+    return f"{type(error).__name__}: {one_line(error)}"

@@ -14,9 +14,11 @@ from mnist_core.config import (
     AUGMENT,
     DATASETS,
     JIT_COMPILE,
+    LOSSES,
     LR_SCHEDULES,
     ON_NONFINITE,
     OPTIMIZERS,
+    PIXELS,
     PRECISIONS,
     STRATEGIES,
     TrainConfig,
@@ -24,6 +26,8 @@ from mnist_core.config import (
 from mnist_core.errors import ConfigError
 
 PROG = "mnist-train"
+# Where and how a run writes: chosen per command, never taken from a recorded run's config.
+RUN_CONTROL = ("output_dir", "overwrite", "resume")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {d.dataset})")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR",
                    help="directory of IDX files, a Keras .npz, or a TFDS data dir (default: resolved, see README)")
+    g.add_argument("--pixels", choices=PIXELS,
+                   help="unit: pixels scaled to [0, 1] (default); raw: the 0-255 values as floats, as some "
+                        "tutorials feed them")
     g.add_argument("--val-split", dest="val_split", type=float, metavar="F",
                    help="fraction of training data held out for validation (default 0)")
     g.add_argument("--synthetic-train-size", dest="synthetic_train_size", type=cli.positive_int, metavar="N",
@@ -55,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-decay-rate", dest="lr_decay_rate", type=float, metavar="R",
                    help=f"per-epoch factor of --lr-schedule exponential (default {d.lr_decay_rate})")
     g.add_argument("--momentum", type=float, help=f"momentum of sgd (default {d.momentum})")
+    g.add_argument("--rho", type=float, help="rho of rmsprop/adadelta (default: Keras', 0.9 / 0.95)")
+    g.add_argument("--epsilon", type=float, help="the optimizer's epsilon (default: Keras', 1e-7)")
+    g.add_argument("--loss", choices=LOSSES,
+                   help="sparse_categorical_crossentropy (class indices, default) or categorical_crossentropy "
+                        "(one-hot targets, as the tutorials compile it)")
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, metavar="E",
                    help="linear learning-rate warm-up over E epochs (default 0)")
     g.add_argument("--weight-decay", dest="weight_decay", type=float, metavar="W",
@@ -108,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"checkpoints kept (default {d.keep_checkpoints})")
     g.add_argument("--export-savedmodel", dest="export_savedmodel", action="store_true",
                    help="also write OUTPUT_DIR/saved_model: a SavedModel serving uint8 [N,28,28] images")
+    g.add_argument("--export-h5", dest="export_h5", action="store_true",
+                   help="also write OUTPUT_DIR/model.h5 (Keras' legacy HDF5 format)")
     g.add_argument("--histograms", action="store_true", help="write weight histograms to TensorBoard every epoch")
     g.add_argument("--profile-steps", dest="profile_steps", metavar="A,B",
                    help="write a TensorBoard profiler trace of global steps A to B (e.g. 20,40)")
@@ -119,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_config_file(path: str) -> Dict:
     """Options from a TOML file, a built-in recipe, or the resolved ``config`` of a run's
-    summary.json.
+    summary.json (without :data:`RUN_CONTROL`: a reproduction writes where it is told).
 
     Keys are TrainConfig fields; dashes are accepted for underscores (``batch-size``). A
     ``[recipe]`` table describes a recipe and sets nothing (see :mod:`mnist_core.recipes`);
@@ -145,7 +159,10 @@ def read_config_file(path: str) -> Dict:
         except ValueError as e:
             raise ConfigError(f"{flag}: not valid JSON ({e})") from None
         if isinstance(values, dict) and isinstance(values.get("config"), dict):
-            values = values["config"]  # a run's summary.json: reproduce that run
+            # A run's summary.json (or config.json): reproduce that run — its settings, never
+            # where it wrote or how (output_dir, overwrite, resume belong to that run alone:
+            # carried over, they would retrain into, or over, its directory).
+            values = {key: value for key, value in values["config"].items() if key not in RUN_CONTROL}
     else:
         try:
             import tomllib
@@ -190,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         trainer.train(config)
 
-    return cli.run_main(PROG, body)
+    return cli.run_main(PROG, body, argv)
 
 
 if __name__ == "__main__":

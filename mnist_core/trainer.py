@@ -21,6 +21,7 @@ and the Python API call. The run directory::
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mnist_core import actions as actions_lib
@@ -40,8 +42,8 @@ from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
 from mnist_core.controller import Controller, eval_fields
 from mnist_core.errors import ConfigError
-from mnist_core.files import write_atomically, write_json
-from mnist_core.program import Program, make_program, weights_digest
+from mnist_core.files import write_json
+from mnist_core.program import Program, make_program, python_logs, weights_digest
 from mnist_core.reporting import Reporter
 from mnist_core.run import Run
 
@@ -91,6 +93,8 @@ class Trainer:
         self.data_source = data
         self.model = None
         self.history: List[Dict] = []
+        # What a resume should hear but not stop for, said once nothing can refuse the run.
+        self._pending_warnings: List[str] = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -103,6 +107,15 @@ class Trainer:
                                  seed=config.seed)
         data = data_lib.split_validation(data, config.val_split, config.seed)
         self.reporter.info(f"data: {data.describe()}")
+        if data.train_images.dtype != np.uint8:
+            # Float arrays are fed as given, as fit feeds them; the run records their scale
+            # so that evaluation, prediction and the SavedModel feed new images alike.
+            scale = data_lib.pixel_scale(data.train_images)
+            if scale != config.pixels:
+                if config.pixels == "raw":
+                    raise ConfigError("--pixels raw: data= x_train holds floats in [0, 1], not 0-255 pixel values")
+                self.config = config.replace(pixels=scale)
+                self.reporter.info("data= x_train holds pixel values 0-255 as floats: fed as they are (--pixels raw)")
         return data
 
     def _callbacks(self) -> List:
@@ -132,6 +145,10 @@ class Trainer:
         strategy_lib.configure_devices(config)
         strategy = strategy_lib.make_strategy(config)
         chief = strategy_lib.is_chief(strategy)
+        if config.precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+            # TensorFlow says so in a C++ log line per kernel; this is the one line that matters.
+            self.reporter.info("--precision mixed_float16 on a CPU: float16 math is emulated here and much slower "
+                               "than float32; it is meant for GPUs")
         # Only the chief's directory is checked and locked; every worker reads its
         # checkpoints on resume (the others write theirs to scratch).
         out = rundir.check_output_dir(config) if chief else Path(config.output_dir or ".")
@@ -139,13 +156,24 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         data = self._load_data()
+        # Paths are recorded absolute (config.json, summary.json, the checkpoint index), so
+        # the run can be evaluated, plotted, resumed and reproduced from any directory;
+        # messages before this point name them as typed.
+        out = Path(os.path.abspath(out))
+        self.config = self.config.replace(
+            output_dir=str(out) if chief else self.config.output_dir,
+            data_dir=os.path.abspath(os.path.expanduser(self.config.data_dir)) if self.config.data_dir else None)
+        config = self.config  # float arrays may have set --pixels
         record = rundir.read_run_record(out) if config.resume else None
+        # Warnings wait until nothing can refuse the run: a refused run says one line.
         if config.resume:
-            resume.check_flags(config, out, record, self.reporter)
+            resume.check_flags(config, out, record, self._pending_warnings.append)
         recorded_jit = (record or {}).get("jit_compile_resolved") if config.jit_compile == "auto" else None
         with precision.policy(config.precision):
             program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
                                    decide_jit=False, recorded_jit=recorded_jit)
+            # A model compiled by the user may set steps per loop and XLA (compile's own).
+            config = self.config = program.config
             self.model = program.model
             if config.resume:
                 resume.check_program(program, data, record, self.reporter)
@@ -180,9 +208,10 @@ class Trainer:
         return {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
 
     def _check_target_metric(self, program: Program, eval_sets: Dict) -> None:
-        if self.config.target_accuracy and program.keras_protocol:
+        if self.config.target_accuracy and program.keras_eval:
             eval_loop = next(iter(program.eval_loops.values()))  # the variants return the same logs
             structure = eval_loop.get_concrete_function(eval_sets["test"]).structured_outputs["logs"]
+            structure = python_logs(tf.nest.map_structure(lambda _: 0.0, structure))  # names as fit flattens them
             if "accuracy" not in structure:
                 raise ConfigError(f"--target-accuracy: the model's test_step reports no 'accuracy' "
                                   f"(it returns {', '.join(sorted(structure)) or 'nothing'})")
@@ -197,6 +226,8 @@ class Trainer:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
             start_step, restored = state.restore_latest(str(Path(config.output_dir) / CHECKPOINT_DIR),
                                                         warn=self.reporter.warn)
+            for message in self._pending_warnings:
+                self.reporter.warn(message)
             self.history = resume.previous_history(out, start_step // program.steps_per_epoch, self.reporter.warn)
             self.reporter.info(f"resumed from {restored} (step {start_step}, "
                                f"epoch {start_step // program.steps_per_epoch + 1})")
@@ -207,6 +238,15 @@ class Trainer:
         if program.trained_before:
             self.reporter.info(f"model=: trained by an earlier run in this process; continuing from its weights, "
                                f"with a new {config.optimizer} optimizer (this run's --optimizer and --lr)")
+        if program.compiled_by_user:
+            self.reporter.info(f"model comes compiled ({keras_step.describe_compile(program.model)}): trained with "
+                               "its own optimizer, loss and metrics, as fit would")
+        if program.outputs != "logits":
+            self.reporter.info(f"model ends in {program.outputs}: its outputs are probabilities, and the loss, "
+                               "evaluation and predictions treat them so")
+        if program.keras_protocol and not program.keras_eval:
+            self.reporter.info("model compiled without a loss: Keras' test_step cannot evaluate it, so it is "
+                               "evaluated with mnist_core's cross-entropy and accuracy")
         if program.protocol:
             self.reporter.info(f"model overrides {keras_step.describe(program.protocol)}: "
                                "training through the Keras model protocol")
@@ -227,9 +267,9 @@ class Trainer:
         multi_worker = config.strategy == "multi_worker"
         signals = actions_lib.Signals(forward_sigint_as_sigterm=multi_worker)
         actions: List[actions_lib.Action] = [actions_lib.NonFiniteGuard(), actions_lib.Progress()]
-        if callbacks:
-            params = {"verbose": 0, "epochs": config.epochs, "steps": program.steps_per_epoch}
-            actions.append(actions_lib.KerasCallbacks(callbacks, program.model, params))
+        # Always, as fit always does: model.history holds the epochs' logs after a run.
+        params = {"verbose": 0, "epochs": config.epochs, "steps": program.steps_per_epoch}
+        actions.append(actions_lib.KerasCallbacks(callbacks, program.model, params))
         actions += [actions_lib.HistoryFile(), actions_lib.Checkpoints(config.checkpoint_every),
                     actions_lib.TensorBoardSummaries(writers, histograms=config.histograms)]
         if config.profile_range:
@@ -257,16 +297,19 @@ class Trainer:
             for name, dataset in eval_sets.items():
                 final.update(eval_fields(name, *program.evaluate(dataset)))
         model_path = out / "model.keras"
-
-        def save(path):
-            with detached_optimizer(model):
-                model.save(path)
-
-        write_atomically(model_path, save)
+        # What using the model needs travels inside every file it is saved to, and with the
+        # model object itself (predict_proba, evaluate_model on a model trained in memory).
+        info = inference.ModelInfo(dataset=data.name, class_names=data_lib.class_names(data.name),
+                                   input_shape=tuple(program.input_shape), outputs=program.outputs,
+                                   pixels=config.pixels, source="model")
+        object.__setattr__(model, "mnist_info", info)
+        with detached_optimizer(model):
+            inference.save_keras_model(model, model_path, info)
+            h5_path = inference.save_keras_model(model, out / "model.h5", info) if config.export_h5 else None
         savedmodel_path = None
         if config.export_savedmodel and run.chief:
             savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
-                                                              out / inference.SAVEDMODEL_DIR))
+                                                              out / inference.SAVEDMODEL_DIR, info, overwrite=True))
         summary = {
             "test_accuracy": final.get("test_accuracy"),
             "test_loss": final.get("test_loss"),
@@ -287,10 +330,15 @@ class Trainer:
             "model": program.spec.name,
             "model_reproducible": program.spec.reproducible,
             "keras_protocol": list(program.protocol),
+            # A model compiled by the user trained with its own optimizer and loss, not the
+            # config's --optimizer/--lr: what it was compiled with.
+            "compiled_by_user": keras_step.describe_compile(model) if program.compiled_by_user else None,
             "stopped_early": run.stop_reason,
             "weights_restored_by_callback": restored_by_callback,
             "model_path": str(model_path),
             "savedmodel_path": savedmodel_path,
+            "h5_path": str(h5_path) if h5_path else None,
+            "outputs": program.outputs,
             "output_dir": str(out),
             "parameters": int(model.count_params()),
             "weights_sha256": weights_digest(model),

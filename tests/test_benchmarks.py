@@ -74,7 +74,7 @@ def test_bad_flags_are_one_line_errors(tmp_path):
     result = run_cli("benchmarks.run", "--suite", "train,nope")
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        "benchmarks.run: error: --suite: unknown suite(s) nope; choose from pipeline,train,fit,scaling,tta,peers"]
+        "benchmarks.run: error: --suite: unknown suite(s) nope; choose from pipeline,train,fit,scaling,tta,peers,tutorials"]
     result = run_cli("benchmarks.run", "--data-dir", str(tmp_path / "missing"))
     assert result.returncode == 2 and "no such file or directory" in error_lines(result.stderr)[0]
 

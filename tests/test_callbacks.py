@@ -103,7 +103,10 @@ def test_terminate_on_nan_stops_a_run_whose_bad_steps_are_skipped(data_dir, tmp_
 
 
 @pytest.mark.parametrize("callback, message", [
-    (keras.callbacks.TensorBoard(), "keras.callbacks.TensorBoard is not supported: mnist_core writes TensorBoard"),
+    (keras.callbacks.ProgbarLogger(), "keras.callbacks.ProgbarLogger is not supported: mnist_core prints its own "
+                                      "progress bar"),
+    (keras.callbacks.SwapEMAWeights(), "keras.callbacks.SwapEMAWeights is not supported: mnist_core evaluates and "
+                                       "saves the weights' moving average itself"),
     (keras.callbacks.BackupAndRestore("/tmp/x"), "--resume"),
     (keras.callbacks.EarlyStopping, "is a class; pass an instance"),
     (lambda epoch: None, "is not a keras.callbacks.Callback"),

@@ -79,11 +79,16 @@ def test_summary_config_feeds_back(tmp_path):
 
     from mnist_core.train import config_from_args
 
-    original = TrainConfig(model="deep_mlp", epochs=3, lr=0.01, optimizer="sgd", output_dir=str(tmp_path / "r"))
+    original = TrainConfig(model="deep_mlp", epochs=3, lr=0.01, optimizer="sgd", output_dir=str(tmp_path / "r"),
+                           overwrite=True)
     path = tmp_path / "summary.json"
     path.write_text(json.dumps({"test_accuracy": 0.9, "config": original.to_dict()}))
-    assert config_from_args(["--config", str(path)]) == original
+    # The run's settings, never where or how it wrote: a reproduction writes where it is told.
+    assert config_from_args(["--config", str(path)]) == original.replace(output_dir=None, overwrite=False)
     assert config_from_args(["--config", str(path), "--output-dir", "other"]).output_dir == "other"
+    resumed = original.replace(overwrite=False, resume=True)
+    path.write_text(json.dumps({"config": resumed.to_dict()}))
+    assert config_from_args(["--config", str(path)]).resume is False
 
 
 @pytest.mark.parametrize("text, message", [

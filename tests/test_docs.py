@@ -4,8 +4,10 @@ block a user would copy runs as written.
 Each page's ``bash`` and ``python`` blocks run in order in a fresh working directory whose
 ``../shared/data`` holds tiny learnable stand-ins of ``mnist-5k`` and ``fashion-mnist`` (the
 layout the docs' commands name), with ``$MNIST_CORE_DATA_DIR`` pointing at the MNIST one
-for commands that name no data. A block that cannot run here (a GPU, a second machine,
-minutes of benchmarking) is preceded by ``<!-- not run: REASON -->``.
+for commands that name no data. Each bash block runs in bash; consecutive python blocks
+run one after the other in one Python process, each in a namespace of its own (as
+separate cells of a notebook: TensorFlow is imported once). A block that cannot run here
+(a GPU, a second machine, minutes of benchmarking) is preceded by ``<!-- not run: REASON -->``.
 """
 
 import os
@@ -83,11 +85,25 @@ def test_code_blocks_run_as_written(page, tmp_path):
     work.mkdir()
     env = dict(os.environ, MNIST_CORE_DATA_DIR=str(data / "mnist-5k"),
                PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    runs = []  # bash blocks one by one; consecutive python blocks together
     for lang, code, reason in blocks(page):
         if lang not in RUNNABLE or reason is not None:
             continue
-        command = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        if lang == "python" and runs and runs[-1][0] == "python":
+            runs[-1][1].append(code)
+        else:
+            runs.append((lang, [code]))
+    for lang, codes in runs:
+        if lang == "bash":
+            command = ["bash", "-euo", "pipefail", "-c", codes[0]]
+        else:
+            command = [sys.executable, "-c", _PYTHON_CELLS, *codes]
         result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
-        shown = code if len(code) < 400 else code[:400] + "..."
+        shown = "\n".join(codes)
+        shown = shown if len(shown) < 400 else shown[:400] + "..."
         assert result.returncode == 0, f"{page.name}: this block failed:\n{shown}\n{result.stdout[-2000:]}\n{result.stderr}"
         assert "Traceback" not in result.stderr, f"{page.name}:\n{shown}\n{result.stderr}"
+
+
+# Runs each argument as a cell: its own globals, in order, in one process.
+_PYTHON_CELLS = "import sys\nfor cell in sys.argv[1:]:\n    exec(compile(cell, '<docs block>', 'exec'), {'__name__': '__main__'})\n"

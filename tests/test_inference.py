@@ -115,7 +115,7 @@ def test_evaluate_bad_model_path_is_one_line(tmp_path):
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     for path, message in ((tmp_path / "missing.keras", "no such file"),
                           (tmp_path / "empty", "not a SavedModel"),
-                          (tmp_path / "junk.keras", "cannot load the model")):
+                          (tmp_path / "junk.keras", "not a Keras model file (a .keras file is a zip archive")):
         result = run_cli("mnist_core.evaluate", "--model-path", str(path), "--dataset", "synthetic")
         assert result.returncode == 2
         lines = error_lines(result.stderr)

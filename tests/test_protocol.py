@@ -139,7 +139,7 @@ def test_untraceable_overrides_stop_before_training(data_dir, tmp_path, model, m
 
 
 @pytest.mark.parametrize("model, extra, message", [
-    ("compiled_already", {}, "the model comes compiled"),
+    ("compiled_already", {"lr": 0.01}, "--lr 0.01: --model 'protocol_models:compiled_already' comes compiled"),
     ("TestStepWithoutAccuracy", {"target_accuracy": 0.9},
      "--target-accuracy: the model's test_step reports no 'accuracy' (it returns loss)"),
 ])

@@ -30,8 +30,10 @@ def test_every_recipe_is_a_valid_config_with_its_description(name):
 
 
 def test_the_required_recipes_exist():
-    tutorial = {r.options["model"] for r in recipes.all_recipes("tutorial")}
-    assert {"cnn", "deep_mlp", "lenet", "mlp", "mlp_small", "mlp_l1"} <= tutorial
+    tutorial = {r.meta["script"]: r.options["model"] for r in recipes.all_recipes("tutorial")}
+    assert tutorial == {"000": "linear_mlp_softmax", "001a": "mlp32_softmax", "001b": "cnn_softmax",
+                        "002a": "mlp15_softmax", "002b": "mlp_l1_softmax", "002c": "lenet_softmax",
+                        "003a": "mlp15_sigmoid", "003b": "mlp_l2_softmax", "004": "deep_mlp_softmax"}
     fast = {(r.meta["data"], "gpu" in r.name) for r in recipes.all_recipes("fast")}
     assert fast == {("mnist-5k", False), ("mnist-5k", True), ("fashion-mnist", False), ("fashion-mnist", True)}
 
@@ -74,8 +76,8 @@ def test_listing_shows_every_recipe_with_what_it_measured():
         line = next(line for line in result.stdout.splitlines() if f" {recipe.name} " in line)
         assert recipe.meta["kind"] in line and recipe.meta["data"] in line
         assert recipe.meta.get("result", "not measured")[:20] in result.stdout
-    shown = run_cli("mnist_core.recipes", "--show", "tutorial-cnn")
-    assert shown.returncode == 0 and shown.stdout == recipes.get("tutorial-cnn").path.read_text()
+    shown = run_cli("mnist_core.recipes", "--show", "tutorial-001b")
+    assert shown.returncode == 0 and shown.stdout == recipes.get("tutorial-001b").path.read_text()
     bad = run_cli("mnist_core.recipes", "--show", "nope")
     assert bad.returncode == 2
     assert error_lines(bad.stderr) == [

@@ -141,6 +141,8 @@ GUARDED = {
     # the training techniques
     "warmup_epochs": 0.5, "weight_decay": 0.01, "clipnorm": 1.0, "global_clipnorm": 1.0, "ema": 0.9,
     "grad_accum_steps": 2, "label_smoothing": 0.1, "augment": "digits",
+    # the tutorials' settings
+    "epsilon": 1e-08, "loss": "categorical_crossentropy", "pixels": "raw",
 }
 
 

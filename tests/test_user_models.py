@@ -121,7 +121,8 @@ def test_augmentation_layer_with_default_flags_keeps_xla_off_and_says_why(data_d
     # 40 steps under the real 400-step bar would not time; the CLI with enough steps does.
     out = tmp_path / "run"
     result = run_cli("mnist_core.train", "--data-dir", str(data_dir), "--model", "user_model_kinds:augmentation",
-                     "--epochs", "100", "--batch-size", "32", "--output-dir", str(out), env={"PYTHONPATH": TESTS})
+                     "--epochs", "100", "--batch-size", "32", "--output-dir", str(out),
+                     env={"PYTHONPATH": TESTS, "MNIST_CORE_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     line = next(l for l in result.stdout.splitlines() if l.startswith("--jit-compile auto:"))

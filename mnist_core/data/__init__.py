@@ -11,7 +11,7 @@
 Everything a caller needs is importable from here (``mnist_core.data.load``).
 """
 
-from mnist_core.data.arrays import from_arrays
+from mnist_core.data.arrays import from_arrays, pixel_scale
 from mnist_core.data.dataset import (
     FASHION_CLASSES,
     IMAGE_SIZE,
@@ -26,4 +26,4 @@ from mnist_core.data.sources import load, load_from_path, load_tfds, synthetic, 
 
 __all__ = ["FASHION_CLASSES", "IDX_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MnistData", "class_names", "eval_dataset",
            "from_arrays", "has_idx_files", "load", "load_from_path", "load_idx_dir", "load_npz", "load_tfds",
-           "normalize_images", "read_idx", "split_validation", "synthetic", "tfds_prepared", "train_dataset"]
+           "normalize_images", "pixel_scale", "read_idx", "split_validation", "synthetic", "tfds_prepared", "train_dataset"]

@@ -12,33 +12,45 @@ from typing import Optional, Sequence
 from mnist_core.data.dataset import IMAGE_SIZE
 
 
-def normalize_images(images, input_shape: Sequence[int]):
-    """uint8 ``[N, 28, 28]`` → float32 in [0, 1] shaped ``[N, *input_shape]``.
+def normalize_images(images, input_shape: Sequence[int], pixels: str = "unit"):
+    """uint8 ``[N, 28, 28]`` → float32 shaped ``[N, *input_shape]``: in [0, 1] (``unit``),
+    or the 0-255 values themselves (``raw``, as some tutorials feed them).
 
     The one definition of the model's input: the training and evaluation pipelines, the
     exported SavedModel's serving signature and ``mnist_core.predict`` all use it, so a
-    model sees the same numbers wherever it runs.
+    model sees the same numbers wherever it runs. Float images (``data=`` arrays) are fed
+    as they were given.
     """
     import tensorflow as tf
 
-    if images.dtype == tf.float32:  # arrays given already scaled to [0, 1] (data=)
+    if images.dtype == tf.float32:  # arrays given as floats (data=): fed as they are
         return tf.reshape(images, (-1, *input_shape))
-    return tf.reshape(tf.cast(images, tf.float32) * (1.0 / 255.0), (-1, *input_shape))
+    scale = 1.0 / 255.0 if pixels == "unit" else 1.0
+    return tf.reshape(tf.cast(images, tf.float32) * scale, (-1, *input_shape))
 
 
-def _normalizer(input_shape: Sequence[int]):
-    import tensorflow as tf
+def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = "sparse"):
 
-    def normalize(images, labels):
+    def normalize(images, targets):
         # Scale on the batch, not per example: one vectorised op per batch instead of
         # one per image is what keeps the pipeline far ahead of the model.
-        return normalize_images(images, input_shape), tf.cast(labels, tf.int32)
+        return normalize_images(images, input_shape, pixels), encode_labels(targets, labels)
 
     return normalize
 
 
+def encode_labels(labels, form: str = "sparse"):
+    """Class indices as the loss takes them: int32 indices (``sparse``) or float32 one-hot rows."""
+    import tensorflow as tf
+
+    if form == "one_hot":
+        return tf.one_hot(tf.cast(labels, tf.int32), 10, dtype=tf.float32)
+    return tf.cast(labels, tf.int32)
+
+
 def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
-                  skip_batches: int = 0, augment: Optional[str] = None):
+                  skip_batches: int = 0, augment: Optional[str] = None, pixels: str = "unit",
+                  label_format: str = "sparse"):
     """Infinite training pipeline: per-epoch permutation → gather batches → normalise → prefetch.
 
     Every epoch is a fresh permutation of the whole set, drawn with
@@ -76,7 +88,7 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)
     # The arrays enter the pipeline once, as one element repeated (no copy per batch).
     arrays = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    normalize = _normalizer(input_shape)
+    normalize = _normalizer(input_shape, pixels, label_format)
     transform = None
     if augment:
         from mnist_core import augment as augment_lib
@@ -89,20 +101,24 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     def gather(batch, step, arrays):
         images, labels = tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
         if transform is not None:
-            pixels = normalize_images(images, (IMAGE_SIZE, IMAGE_SIZE, 1))
-            pixels = transform(pixels, tf.stack([tf.constant(seed, tf.int64), step]))
-            return tf.reshape(pixels, (-1, *input_shape)), tf.cast(labels, tf.int32)
+            # Augmentation works on [0, 1] images; "raw" pixels are scaled back after it.
+            unit = normalize_images(images, (IMAGE_SIZE, IMAGE_SIZE, 1))
+            unit = transform(unit, tf.stack([tf.constant(seed, tf.int64), step]))
+            if pixels == "raw" and images.dtype != tf.float32:
+                unit = unit * 255.0
+            return tf.reshape(unit, (-1, *input_shape)), encode_labels(labels, label_format)
         return normalize(images, labels)
 
     ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(images, labels, *, batch_size: int, input_shape: Sequence[int]):
+def eval_dataset(images, labels, *, batch_size: int, input_shape: Sequence[int], pixels: str = "unit",
+                 label_format: str = "sparse"):
     """Finite evaluation pipeline that yields every example exactly once (last batch partial)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(_normalizer(input_shape), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_normalizer(input_shape, pixels, label_format), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -243,12 +243,24 @@ def _builtin(name: str) -> Callable:
 
 def _register_builtins() -> None:
     flat, image = (784,), DEFAULT_INPUT_SHAPE
-    register("mlp", _builtin("mlp"), flat, "Flatten, Dense 1024-512-128 ReLU, Dense 10")
+    register("mlp", _builtin("mlp"), flat, "Dense 1024-512-128 ReLU, Dense 10 logits")
     register("mlp_small", _builtin("mlp_small"), flat, "Dense 32 ReLU, Dense 10")
     register("mlp_l1", _builtin("mlp_l1"), flat, "Dense 128-32 ReLU, L1(1e-4), dropout 0.01")
     register("deep_mlp", _builtin("deep_mlp"), flat, "Dense 512, dropout, Dense 512 L2 + BatchNorm, dropout")
     register("cnn", _builtin("cnn"), image, "Conv32-Conv32-MaxPool-Dropout-Dense128-Dropout")
     register("lenet", _builtin("lenet"), image, "LeNet: Conv6-AvgPool-Conv16-AvgPool-Conv120-Dense84")
+    # The tutorials' scripts' models as written (softmax/sigmoid outputs), by script id.
+    for name, shape, script, description in (
+            ("linear_mlp_softmax", image, "000", "Flatten, Dense 1024-512-128 without activations, softmax"),
+            ("mlp32_softmax", flat, "001a", "Dense 32 ReLU, Dense 10 softmax"),
+            ("cnn_softmax", image, "001b", "the tutorial CNN ending in softmax"),
+            ("mlp15_softmax", flat, "002a", "Dense 15 ReLU, Dense 10 softmax"),
+            ("mlp_l1_softmax", flat, "002b", "Dense 128-32 ReLU L1(1e-4), dropout 0.01, softmax"),
+            ("lenet_softmax", image, "002c", "LeNet ending in softmax"),
+            ("mlp15_sigmoid", flat, "003a", "Dense 15 sigmoid, Dense 10 sigmoid"),
+            ("mlp_l2_softmax", flat, "003b", "Dense 128-30 ReLU L2(0.1), softmax"),
+            ("deep_mlp_softmax", flat, "004", "deep_mlp as written: ReLU layers, softmax")):
+        register(name, _builtin(name), shape, f"script {script}: {description}")
 
 
 _register_builtins()

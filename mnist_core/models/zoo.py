@@ -1,8 +1,9 @@
-"""The models of the classic Keras MNIST tutorials, as Keras layers returning logits.
+"""The model zoo: the tutorials' models, as mnist_core trains them and as the tutorials write them.
 
-Every model ends in a float32 ``Dense(10)`` without softmax: under a mixed-precision
-policy the logits (and therefore the loss) stay float32, and the softmax belongs to
-prediction, where ``tf.nn.softmax`` is applied to the logits.
+The first six (``mlp`` ... ``lenet``) end in a float32 ``Dense(10)`` without softmax: under
+a mixed-precision policy the logits (and therefore the loss) stay float32, and the softmax
+belongs to prediction. The last nine are the tutorials' nine scripts' models exactly as
+written (a softmax or sigmoid at the end, script 000's MLP without activations).
 """
 
 from __future__ import annotations
@@ -110,4 +111,135 @@ def lenet(**_) -> keras.Model:
             _logits(),
         ],
         name="lenet",
+    )
+
+
+# --------------------------------------------------------------------------- the tutorials' own
+#
+# The nine training scripts of the tutorials this project rebuilds, each model exactly as its
+# script writes it: ending in a softmax (one in a sigmoid) and trained with categorical
+# cross-entropy on those probabilities. The recipes tutorial-000 ... tutorial-004 train them
+# with their scripts' settings. The output layers compute in float32, so that under a mixed
+# precision policy the probabilities (and the loss) are float32, as the logits of the
+# models above are.
+
+
+def _probabilities(activation: str) -> layers.Layer:
+    return layers.Activation(activation, dtype="float32", name=activation)
+
+
+def linear_mlp_softmax(**_) -> keras.Model:
+    """Script 000: Flatten, Dense 1024, 512, 128 with no activation between them, Dense 10, softmax."""
+    return keras.Sequential(
+        [keras.Input(IMAGE), layers.Flatten(), layers.Dense(1024), layers.Dense(512), layers.Dense(128),
+         layers.Dense(10, dtype="float32"), _probabilities("softmax")],
+        name="linear_mlp_softmax",
+    )
+
+
+def mlp32_softmax(**_) -> keras.Model:
+    """Script 001a: Dense 32, ReLU, Dense 10, softmax."""
+    return keras.Sequential(
+        [keras.Input(FLAT), layers.Dense(32), layers.Activation("relu"), layers.Dense(10, dtype="float32"),
+         _probabilities("softmax")],
+        name="mlp32_softmax",
+    )
+
+
+def cnn_softmax(**_) -> keras.Model:
+    """Script 001b (Keras' mnist_cnn): Conv 32 same, Conv 32, MaxPool, Dropout .25, Dense 128, Dropout .5, softmax."""
+    return keras.Sequential(
+        [
+            keras.Input(IMAGE),
+            layers.Conv2D(32, 3, padding="same"), layers.Activation("relu"),
+            layers.Conv2D(32, 3), layers.Activation("relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128), layers.Activation("relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+        ],
+        name="cnn_softmax",
+    )
+
+
+def mlp15_softmax(**_) -> keras.Model:
+    """Script 002a: Dense 15 ReLU, Dense 10 softmax."""
+    return keras.Sequential(
+        [keras.Input(FLAT), layers.Dense(15, activation="relu"), layers.Dense(10, dtype="float32"),
+         _probabilities("softmax")],
+        name="mlp15_softmax",
+    )
+
+
+def mlp_l1_softmax(**_) -> keras.Model:
+    """Script 002b: Dense 128 ReLU L1(1e-4), Dropout .01, Dense 32 ReLU L1(1e-4), Dropout .01, Dense 10 softmax."""
+    return keras.Sequential(
+        [
+            keras.Input(FLAT),
+            layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
+            layers.Dropout(0.01),
+            layers.Dense(32, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
+            layers.Dropout(0.01),
+            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+        ],
+        name="mlp_l1_softmax",
+    )
+
+
+def lenet_softmax(**_) -> keras.Model:
+    """Script 002c: LeNet (Conv 6, AvgPool, Conv 16, AvgPool, Conv 120, Dense 84), softmax."""
+    return keras.Sequential(
+        [
+            keras.Input(IMAGE),
+            layers.Conv2D(6, 3, activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Conv2D(16, 3, activation="relu"),
+            layers.AveragePooling2D(2),
+            layers.Conv2D(120, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(84, activation="relu"),
+            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+        ],
+        name="lenet_softmax",
+    )
+
+
+def mlp15_sigmoid(**_) -> keras.Model:
+    """Script 003a: Dense 15 sigmoid, Dense 10 sigmoid."""
+    return keras.Sequential(
+        [keras.Input(FLAT), layers.Dense(15, activation="sigmoid"), layers.Dense(10, dtype="float32"),
+         _probabilities("sigmoid")],
+        name="mlp15_sigmoid",
+    )
+
+
+def mlp_l2_softmax(**_) -> keras.Model:
+    """Script 003b: Dense 128 ReLU L2(0.1), Dense 30 ReLU L2(0.1), Dense 10 softmax."""
+    return keras.Sequential(
+        [
+            keras.Input(FLAT),
+            layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L2(0.1)),
+            layers.Dense(30, activation="relu", kernel_regularizer=regularizers.L2(0.1)),
+            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+        ],
+        name="mlp_l2_softmax",
+    )
+
+
+def deep_mlp_softmax(sync_batchnorm: bool = False, **_) -> keras.Model:
+    """Script 004: Dense 512, ReLU, Dropout .2, Dense 512 L2(1e-3), BatchNorm, ReLU, Dropout .2, Dense 10, softmax."""
+    return keras.Sequential(
+        [
+            keras.Input(FLAT),
+            layers.Dense(512), layers.Activation("relu"),
+            layers.Dropout(0.2),
+            layers.Dense(512, kernel_regularizer=regularizers.L2(1e-3)),
+            _batch_norm(sync_batchnorm),
+            layers.Activation("relu"),
+            layers.Dropout(0.2),
+            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+        ],
+        name="deep_mlp_softmax",
     )

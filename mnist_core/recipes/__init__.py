@@ -27,7 +27,7 @@ from mnist_core.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent
 # The keys a [recipe] table may hold: it describes, it never configures.
-META_KEYS = ("kind", "description", "data", "target", "result", "time_to_target", "measured_on", "command")
+META_KEYS = ("kind", "script", "description", "data", "target", "result", "time_to_target", "measured_on", "command")
 _NAME = re.compile(r"(?:\./)?(?:recipes/)?([A-Za-z0-9_.-]+?)(?:\.toml)?")
 
 

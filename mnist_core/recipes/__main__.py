@@ -34,12 +34,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         table = Table(title="recipes: python -m mnist_core.train --config recipes/NAME.toml --data-dir DIR",
                       title_justify="left")
-        for column in ("name", "kind", "model", "data", "measured"):
+        for column in ("name", "kind", "script", "model", "data", "measured"):
             table.add_column(column, overflow="fold")
         for recipe in recipes.all_recipes():
             o, m = recipe.options, recipe.meta
-            table.add_row(recipe.name, m.get("kind", ""), f"{o.get('model', 'cnn')}, {o.get('optimizer', 'adam')}, "
-                          f"{o.get('epochs', 5)} epochs", m.get("data", ""), m.get("result", "not measured"))
+            table.add_row(recipe.name, m.get("kind", ""), m.get("script", ""),
+                          f"{o.get('model', 'cnn')}, {o.get('optimizer', 'adam')}, {o.get('epochs', 5)} epochs",
+                          m.get("data", ""), m.get("result", "not measured"))
         console.print(table)
         return 0
 
