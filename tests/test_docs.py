@@ -35,7 +35,7 @@ def blocks(page: Path):
 
 def _anchor(heading: str) -> str:
     """GitHub's anchor of a Markdown heading."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
