@@ -55,6 +55,14 @@ def tf_config(ports: List[int], index: int) -> str:
     })
 
 
+def _own_session() -> dict:
+    """Popen arguments that keep a terminal's Ctrl-C from reaching a worker directly:
+    a new session on POSIX, a new process group on Windows."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
 def _pump(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ""):
         out.write(f"{prefix} {line}")
@@ -73,7 +81,7 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
         # Own session: a Ctrl-C in the terminal reaches the launcher only, which passes it
         # on exactly once (a second SIGINT would make a worker abort its checkpoint).
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                **_own_session())
         procs.append(proc)
         thread = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {index}]", sys.stdout), daemon=True)
         thread.start()

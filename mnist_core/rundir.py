@@ -9,10 +9,11 @@ Every file a run writes either appears whole or not at all:
   ``checkpoint`` index, and a checkpoint that cannot be read completely is skipped on
   resume (:mod:`mnist_core.checkpoint`).
 
-One run per directory: :class:`RunLock` holds an OS file lock (``flock``) on
-``OUTPUT_DIR/.lock`` while the run lives. The kernel drops it when the process ends, even
-by SIGKILL, so no stale lock can block ``--resume``; any second run into a locked
-directory — fresh, ``--resume`` or ``--overwrite`` — is refused before it touches anything.
+One run per directory: :class:`RunLock` holds an OS file lock (``flock`` on Linux and
+macOS, ``msvcrt.locking`` on Windows) on ``OUTPUT_DIR/.lock`` while the run lives. The
+operating system drops it when the process ends, even by SIGKILL, so no stale lock can
+block ``--resume``; any second run into a locked directory — fresh, ``--resume`` or
+``--overwrite`` — is refused before it touches anything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import os
 import tempfile
@@ -94,12 +94,73 @@ def prepare_output_dir(config: TrainConfig, out: Path) -> None:
         raise ConfigError(f"{flag}: not writable ({e.strerror or e})") from None
 
 
-class RunLock:
-    """An exclusive ``flock`` on ``OUTPUT_DIR/.lock`` for the life of a run.
+# Windows locks byte ranges, and a locked byte cannot be read by another process: the lock
+# is taken on a byte far past the pid text, so the pid stays readable for the message.
+_WINDOWS_LOCK_OFFSET = 1 << 20
 
-    The file holds the owner's pid, for the message another run gets. ``flock`` locks
-    belong to the open file and vanish with the process, so a SIGKILLed run leaves nothing
-    that blocks the next one.
+
+def _os_lock():
+    """``(name, try_lock(fd, exclusive) -> bool, unlock(fd))`` of this platform's file lock.
+
+    ``flock`` on Linux and macOS, ``msvcrt.locking`` on Windows: both belong to the open
+    file and are released by the operating system when the process ends, however it
+    ends. Where neither exists, ``("pid", None, None)``: the lock is the pid in the file,
+    and a run whose pid is no longer alive holds nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+        def try_lock(fd: int, exclusive: bool) -> bool:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                return True
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return False
+                raise
+
+        return "flock", try_lock, lambda fd: fcntl.flock(fd, fcntl.LOCK_UN)
+    try:
+        import msvcrt
+    except ImportError:
+        return "pid", None, None
+
+    def try_lock_windows(fd: int, exclusive: bool) -> bool:  # Windows has no shared lock: always exclusive
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def unlock_windows(fd: int) -> None:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+    return "msvcrt", try_lock_windows, unlock_windows
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on a platform that cannot tell: assumed so)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, AttributeError):
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on ``OUTPUT_DIR/.lock`` for the life of a run.
+
+    The file holds the owner's pid, for the message another run gets. The lock is the
+    operating system's (:func:`_os_lock`): it belongs to the open file and vanishes with
+    the process, so a killed run leaves nothing that blocks the next one.
     """
 
     def __init__(self, out: Path):
@@ -108,12 +169,19 @@ class RunLock:
         self._fd: Optional[int] = None
 
     @staticmethod
-    def _holder(path: Path) -> str:
+    def _pid(path: Path) -> Optional[int]:
         try:
-            pid = path.read_text().strip()
+            text = path.read_text().strip()
         except OSError:
-            pid = ""
-        return f"pid {pid}" if pid.isdigit() else "another process"
+            return None
+        return int(text) if text.isdigit() else None
+
+    @classmethod
+    def _refuse(cls, out: Path) -> ConfigError:
+        pid = cls._pid(Path(out) / LOCK_FILE)
+        holder = f"pid {pid}" if pid is not None else "another process"
+        return ConfigError(f"--output-dir {out}: in use by a running mnist_core run ({holder}); wait for it, or use "
+                           "another directory")
 
     @classmethod
     def check_free(cls, out: Path) -> None:
@@ -121,16 +189,20 @@ class RunLock:
         path = Path(out) / LOCK_FILE
         if not path.exists():
             return
+        _, try_lock, unlock = _os_lock()
+        if try_lock is None:
+            pid = cls._pid(path)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                raise cls._refuse(out)
+            return
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
         except OSError:
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise ConfigError(f"--output-dir {out}: in use by a running mnist_core run ({cls._holder(path)}); "
-                                  "wait for it, or use another directory") from None
+            if not try_lock(fd, False):
+                raise cls._refuse(out)
+            unlock(fd)
         finally:
             os.close(fd)
 
@@ -145,13 +217,17 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, umask_mode())
         except OSError as e:
             raise ConfigError(f"--output-dir {self.out}: not writable ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        _, try_lock, _ = _os_lock()
+        if try_lock is None:
+            pid = self._pid(self.path)
+            held = pid is not None and pid != os.getpid() and _alive(pid)
+        else:
+            held = not try_lock(fd, True)
+        if held:
             os.close(fd)
-            raise ConfigError(f"--output-dir {self.out}: in use by a running mnist_core run "
-                              f"({self._holder(self.path)}); wait for it, or use another directory") from None
+            raise self._refuse(self.out)
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
@@ -161,7 +237,7 @@ class RunLock:
             # The file stays (removing it could race with a run that just opened it).
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            os.close(self._fd)
+            os.close(self._fd)  # closing the file releases the operating system's lock
             self._fd = None
 
     def __enter__(self) -> "RunLock":

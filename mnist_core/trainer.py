@@ -104,7 +104,7 @@ class Trainer:
             data = data_lib.from_arrays(self.data_source, name=config.dataset)
         else:
             data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
-                                 seed=config.seed)
+                                 seed=config.seed, log=self.reporter.info)
         data = data_lib.split_validation(data, config.val_split, config.seed)
         self.reporter.info(f"data: {data.describe()}")
         if data.train_images.dtype != np.uint8:

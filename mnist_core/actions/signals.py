@@ -39,7 +39,7 @@ class Signals(Action):
     def _handle(self, signum, frame):
         self.received = signum
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if self._forward:
+        if self._forward and os.name != "nt":  # on Windows os.kill(SIGTERM) would end the process at once
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             self.signum = signum

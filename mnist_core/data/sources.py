@@ -2,7 +2,8 @@
 
 Without ``--data-dir``: ``$MNIST_CORE_DATA_DIR``, an already-prepared TFDS copy,
 ``~/.keras/datasets/mnist.npz`` (MNIST only), ``/usr/share/datasets/fashion-mnist``
-(Fashion-MNIST only, Debian's ``dataset-fashion-mnist``), then a TFDS download.
+(Fashion-MNIST only, Debian's ``dataset-fashion-mnist``), an earlier download, then a
+download (:mod:`mnist_core.data.download`).
 ``synthetic`` is random images, for throughput runs only.
 """
 
@@ -126,14 +127,15 @@ def load(
 
     Without ``data_dir``: ``$MNIST_CORE_DATA_DIR``, an already-prepared TFDS copy,
     ``~/.keras/datasets/mnist.npz`` (MNIST only), ``/usr/share/datasets/fashion-mnist``
-    (Fashion-MNIST only, Debian's ``dataset-fashion-mnist``), then a TFDS download.
+    (Fashion-MNIST only, Debian's ``dataset-fashion-mnist``), an earlier download, then a
+    download from ``$MNIST_CORE_DATA_URL`` or the dataset's own distribution.
 
     Args:
         name: ``mnist``, ``fashion_mnist`` or ``synthetic``.
         data_dir: Explicit location (directory of IDX files, ``.npz``, or TFDS data dir).
         synthetic_train_size: Training-set size of ``synthetic``.
         seed: Seed of ``synthetic``.
-        log: Receives one line naming the source used.
+        log: Receives a download's lines (what is fetched from where, a line per file).
 
     Raises:
         DataError: if no source has the data (listing every way to supply it), or the
@@ -144,12 +146,13 @@ def load(
     elif data_dir is not None:
         data = load_from_path(data_dir, name)
     else:
-        data = _resolve_default(name)
-    log(f"data: {data.describe()}")
+        data = _resolve_default(name, log)
     return data
 
 
-def _resolve_default(name: str) -> MnistData:
+def _resolve_default(name: str, log: Callable[[str], None] = lambda message: None) -> MnistData:
+    from mnist_core.data import download as download_lib
+
     env_dir = os.environ.get(ENV_DATA_DIR)
     if env_dir:
         return load_from_path(env_dir, name)
@@ -160,12 +163,15 @@ def _resolve_default(name: str) -> MnistData:
         return load_npz(keras_npz, name)
     if name == "fashion_mnist" and has_idx_files(DEBIAN_FASHION_DIR):
         return load_idx_dir(DEBIAN_FASHION_DIR, name)
+    earlier = download_lib.cached(name)
+    if earlier is not None:
+        return load_idx_dir(earlier, name)
     download_error = "skipped because $MNIST_CORE_NO_DOWNLOAD is set"
     if os.environ.get(ENV_NO_DOWNLOAD, "") in ("", "0"):
         try:
-            return load_tfds(name, download=True)
-        except Exception as e:  # offline: any network/TFDS failure means "not available"
-            download_error = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return download_lib.download(name, log)
+        except DataError as e:
+            download_error = f"failed: {e}"
     ways = [
         "--data-dir DIR with the four IDX files (train-images-idx3-ubyte.gz ...)",
         "--data-dir FILE.npz (Keras format)",
@@ -176,7 +182,8 @@ def _resolve_default(name: str) -> MnistData:
         ways.append(f"{KERAS_NPZ}")
     if name == "fashion_mnist":
         ways.append(f"{DEBIAN_FASHION_DIR} (apt-get install dataset-fashion-mnist)")
+    ways.append(f"${download_lib.ENV_URL}=URL of a mirror")
     raise DataError(
         f"no {name} data found; supply it with one of: {'; '.join(ways)} "
-        f"(TFDS download {download_error})"
+        f"(download {download_error})"
     )
