@@ -12,6 +12,7 @@ import tempfile
 import threading
 from typing import Callable, Iterator, NoReturn, Optional
 
+from mnist_core import reporting
 from mnist_core.errors import MnistCoreError, one_line
 
 
@@ -162,6 +163,10 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
     (TensorFlow's destructors take seconds after a mirrored run) has nothing left to
     interrupt, and an interrupt there would only print a traceback from a destructor.
     """
+    as_command = argv is None and threading.current_thread() is threading.main_thread()
+    # Ctrl-C is ignored from the moment the result line is printed, not only once the body
+    # returns: what runs between them (closing writers, dropping the strategy) is teardown.
+    forget = reporting.on_result(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if as_command else None
     try:
         with filtered_stderr():
             return body() or 0
@@ -172,6 +177,7 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if argv is None and threading.current_thread() is threading.main_thread():
+        if as_command:
+            forget()
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 

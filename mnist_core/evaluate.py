@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from mnist_core import cli
+from mnist_core import cli, reporting
 from mnist_core.config import DATASETS
 
 PROG = "mnist-evaluate"
@@ -92,6 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from mnist_core.evaluation import evaluate_path
 
         result = evaluate_path(Path(args.model_path), args.dataset, args.data_dir, args.batch_size)
+        reporting.result_ready()
         if args.json:
             print(json.dumps(result))
         else:

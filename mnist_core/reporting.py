@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+
+_result_hooks: List[Callable[[], None]] = []
+
+
+def on_result(hook: Callable[[], None]) -> Callable[[], None]:
+    """Registers ``hook`` to run just before a command prints its result line.
+
+    The CLI uses it to stop Ctrl-C from interrupting a run whose work is done: what follows
+    the result line is only TensorFlow's teardown. Returns a function that unregisters it.
+    """
+    _result_hooks.append(hook)
+    return lambda: _result_hooks.remove(hook) if hook in _result_hooks else None
+
+
+def result_ready() -> None:
+    """Tells the registered hooks that the work is done and its result line comes next."""
+    for hook in list(_result_hooks):
+        hook()
 
 
 def make_console() -> Console:
@@ -112,6 +131,7 @@ class Reporter:
                     f"{e['seconds']:.1f}",
                 )
             self.console.print(table)
+        result_ready()
         self.console.print(
             f"test_accuracy {_fmt(summary['test_accuracy'], '.4f')} test_loss {_fmt(summary['test_loss'], '.4f')} "
             f"images_per_second {_fmt(summary['images_per_second'], ',.0f')} "

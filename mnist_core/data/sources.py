@@ -151,7 +151,7 @@ def load(
 
 
 def _resolve_default(name: str, log: Callable[[str], None] = lambda message: None) -> MnistData:
-    from mnist_core.data import download as download_lib
+    import mnist_core.data.download as download_lib
 
     env_dir = os.environ.get(ENV_DATA_DIR)
     if env_dir:
