@@ -31,6 +31,7 @@ from typing import Callable, List, Optional, Tuple
 
 import tensorflow as tf
 
+from mnist_core.cluster import peer_failure
 from mnist_core.errors import ConfigError, one_line
 from mnist_core.files import write_failed
 
@@ -93,6 +94,8 @@ class CheckpointState:
         Raises:
             WriteError: the checkpoint could not be written (its partial files are removed;
                 the previous checkpoint is still the newest).
+            tf.errors.OpError: a ``multi_worker`` peer was lost during the save (partial
+                files removed likewise; the trainer reports the lost peer).
         """
         self.step.assign(step)
         previous = self.latest
@@ -101,6 +104,8 @@ class CheckpointState:
         except (tf.errors.OpError, OSError) as e:
             for partial in glob.glob(os.path.join(glob.escape(self.directory), f"ckpt-{step}[._]*")):
                 shutil.rmtree(partial, ignore_errors=True) if os.path.isdir(partial) else _unlink(partial)
+            if peer_failure(e) is not None:
+                raise
             kept = f"the previous checkpoint {previous} is intact" if previous else "no checkpoint was written before"
             raise write_failed(f"checkpoint {os.path.join(self.directory, f'ckpt-{step}')}", e, kept) from None
 

@@ -42,6 +42,14 @@ _CPU_FEATURES = "To enable the following instructions:"
 # falling back from float16 kernels on a CPU without them (mnist_core says that itself,
 # once, in its own words).
 _RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|oneDNN supports DT_HALF only")
+# The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
+# collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
+_CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
+                            r"context_distributed_manager|collective_\w+|\w*grpc\w*|add_port|preemption_\w+)\.cc:\d+\]")
+
+# Where a log entry's detail lines end: the next entry, or a line of mnist_core's own.
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
+_OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
 
 
 def is_startup_noise(line: str) -> bool:
@@ -107,21 +115,41 @@ def filtered_stderr() -> Iterator[None]:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
+    held: list = []
 
     def pump() -> None:
+        in_fault = False  # inside a lost peer's log entry: its line and the gRPC detail after it
         with os.fdopen(read_end, "rb") as source:
             for line in iter(source.readline, b""):
-                if not is_startup_noise(line.decode("utf-8", "replace")):
+                text = line.decode("utf-8", "replace")
+                if is_startup_noise(text):
+                    continue
+                if _CLUSTER_FAULT.match(text):
+                    in_fault = True
+                elif in_fault and (_LOG_LINE.match(text) or _OWN_LINE.match(text)):
+                    in_fault = False
+                if in_fault:
+                    held.append(line)  # decided at the end: shown only if the error is not about it
+                else:
                     os.write(saved, line)
 
     thread = threading.Thread(target=pump, name="mnist_core-stderr", daemon=True)
     thread.start()
+    # TensorFlow's log of a lost peer is dropped when the body succeeds (a peer that ended
+    # first is logged by the others' heartbeats, after the result) or ends with an error
+    # that reports the loss itself (exit_at_once); any other error keeps every line.
+    reported = True
     try:
         yield
+    except BaseException as e:
+        reported = bool(getattr(e, "exit_at_once", False))
+        raise
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)  # the pipe's last write end closes: the thread reads to its end
         thread.join(timeout=10)
+        if held and not reported:
+            os.write(saved, b"".join(held))
         os.close(saved)
 
 
@@ -154,6 +182,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+_finishing: set = set()
+
+
+def finish_at_once() -> None:
+    """Asks :func:`run_main` to end the process as soon as the body returns, skipping the
+    interpreter's teardown (when the body runs as the process's command).
+
+    A ``multi_worker`` worker calls it after a complete run: its peers end moments apart,
+    and TensorFlow's teardown, still heartbeating, would log each departure as a lost peer
+    after a result that is complete. Everything the run writes is closed by then.
+    """
+    _finishing.add(True)
+
+
 def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] = ()) -> int:
     """Runs a CLI body, turning user errors into one stderr line and their exit status.
 
@@ -167,11 +209,23 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
     # Ctrl-C is ignored from the moment the result line is printed, not only once the body
     # returns: what runs between them (closing writers, dropping the strategy) is teardown.
     forget = reporting.on_result(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if as_command else None
+    _finishing.clear()
     try:
         with filtered_stderr():
-            return body() or 0
+            code = body() or 0
+        if as_command and _finishing:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except MnistCoreError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        if e.exit_at_once and argv is None:
+            # The process's last word: TensorFlow's teardown after a lost peer would only log
+            # the loss again (and may wait on the peer), so it is skipped.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -18,6 +18,7 @@ OPTIMIZERS = ("adam", "rmsprop", "adadelta", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "onecycle")
 AUGMENT = ("off", "auto", "digits", "clothing")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+CLUSTERS = ("auto", "tf_config", "slurm")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ON_NONFINITE = ("stop", "skip")
 JIT_COMPILE = ("auto", "on", "off")
@@ -83,6 +84,13 @@ class TrainConfig:
         strategy: ``default``, ``one_device``, ``mirrored`` or ``multi_worker``.
         cpu_replicas: With no GPU, split the CPU into this many logical devices (0: off).
         devices: Comma-separated GPU indices for ``mirrored``/``one_device``.
+        cluster: ``multi_worker``: where the workers are listed: ``tf_config``
+            (``$TF_CONFIG``), ``slurm`` (a SLURM job step, ``srun``) or ``auto`` (TF_CONFIG
+            if set, else a SLURM step).
+        cluster_port: ``multi_worker`` under SLURM: the port of the first task on each node
+            (``None``: derived from the job id).
+        cluster_timeout: ``multi_worker``: seconds every worker waits for all the others
+            to join at start-up.
         precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
         sync_batchnorm: Synchronise BatchNormalization statistics across replicas.
         output_dir: Run directory; ``None`` makes ``runs/<timestamp>``.
@@ -136,6 +144,9 @@ class TrainConfig:
     strategy: str = "default"
     cpu_replicas: int = 0
     devices: Optional[str] = None
+    cluster: str = "auto"
+    cluster_port: Optional[int] = None
+    cluster_timeout: float = 600.0
     precision: str = "float32"
     sync_batchnorm: bool = False
     output_dir: Optional[str] = None
@@ -167,6 +178,7 @@ class TrainConfig:
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("--strategy", self.strategy, STRATEGIES)
+        _choice("--cluster", self.cluster, CLUSTERS)
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
         _choice("--jit-compile", self.jit_compile, JIT_COMPILE)
@@ -236,6 +248,17 @@ class TrainConfig:
                 )
         if self.cpu_replicas and self.strategy != "mirrored":
             raise ConfigError("--cpu-replicas applies to --strategy mirrored only")
+        if self.cluster_port is not None:
+            _int("--cluster-port", self.cluster_port)
+            if not 1 <= self.cluster_port <= 65535:
+                raise ConfigError(f"--cluster-port must be a port number 1-65535, got {self.cluster_port}")
+        if not (_finite(self.cluster_timeout) and self.cluster_timeout > 0):
+            raise ConfigError(f"--cluster-timeout must be a positive number of seconds, got {self.cluster_timeout!r}")
+        if self.strategy != "multi_worker":
+            for flag, value, default in (("--cluster", self.cluster, "auto"), ("--cluster-port", self.cluster_port, None),
+                                         ("--cluster-timeout", self.cluster_timeout, 600.0)):
+                if value != default:
+                    raise ConfigError(f"{flag} applies to --strategy multi_worker only")
         if self.profile_steps is not None:
             self.profile_range  # validates
 

@@ -11,8 +11,13 @@ status  meaning
         :class:`DataError`, :class:`ModelError`, :class:`CallbackError`)
 3       a non-finite loss or weights (:class:`NonFiniteLossError`)
 4       a run file could not be written (:class:`WriteError`)
+5       ``multi_worker``: a worker was lost, or never joined (:class:`LostWorkerError`);
+        restart every worker with ``--resume``
 130/143 interrupted by SIGINT/SIGTERM after a checkpoint (:class:`InterruptedRun`)
 ======  ===========================================================================
+
+An error whose ``exit_at_once`` is true ends the command-line process right after its
+line: TensorFlow's teardown after a lost peer only logs that peer's loss again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class MnistCoreError(Exception):
     """Base class of the errors reported to the user as one line (exit status 2 unless set)."""
 
     exit_code = 2
+    exit_at_once = False
 
 
 class ConfigError(MnistCoreError):
@@ -54,6 +60,33 @@ class WriteError(MnistCoreError):
     """A run file could not be written (disk full, permissions): exit status 4."""
 
     exit_code = 4
+
+
+class LostWorkerError(MnistCoreError):
+    """``multi_worker``: a peer died, stopped answering or never joined; exit status 5.
+
+    The message names the lost task and the last complete checkpoint, and ends with how to
+    go on: every worker started again with ``restart_flag`` (``--resume``; ``--overwrite``
+    when nothing was saved; ``""`` when nothing started), as ``command`` when the command
+    line is known.
+    """
+
+    exit_code = 5
+    exit_at_once = True
+
+    def __init__(self, message: str, restart_flag: str = "--resume"):
+        super().__init__(message)
+        self.message = message
+        self.restart_flag = restart_flag
+        self.command: str = ""
+
+    def __str__(self) -> str:
+        goal = "to resume, start" if self.restart_flag == "--resume" else "start"
+        if self.command:
+            how = f": {self.command}"
+        else:
+            how = f" with {self.restart_flag}" if self.restart_flag else ""
+        return f"{self.message}; {goal} every worker again{how}"
 
 
 class InterruptedRun(MnistCoreError):

@@ -6,10 +6,10 @@ op): splitting a CPU into logical devices is impossible afterwards. The CLI call
 
 from __future__ import annotations
 
-import json
 import os
-from typing import List, Optional
+from typing import Callable, List, Optional
 
+from mnist_core import cluster as cluster_lib
 from mnist_core.config import TrainConfig
 from mnist_core.errors import ConfigError
 
@@ -27,11 +27,16 @@ def configure_devices(config: TrainConfig) -> None:
     if config.devices is not None and not gpus:
         raise ConfigError(f"--devices {config.devices}: TensorFlow sees no GPU on this machine; drop --devices to "
                           "train on the CPU (--cpu-replicas N splits it for --strategy mirrored)")
+    wanted = None
     if config.devices is not None and gpus:
         wanted = [int(i) for i in config.devices.split(",")]
         missing = [i for i in wanted if i >= len(gpus)]
         if missing:
             raise ConfigError(f"--devices {config.devices}: this machine has {len(gpus)} GPU(s)")
+    elif gpus and config.strategy == "multi_worker" and cluster_lib.kind(config.cluster) == "slurm":
+        # Every task of a node may see all of its GPUs: each takes its share (--devices wins).
+        wanted = cluster_lib.slurm_gpus(len(gpus))
+    if wanted is not None:
         try:
             tf.config.set_visible_devices([gpus[i] for i in wanted], "GPU")
         except RuntimeError:
@@ -85,14 +90,16 @@ def _replica_devices(config: TrainConfig) -> Optional[List[str]]:
     return [cpus[0].name]
 
 
-def make_strategy(config: TrainConfig):
+def make_strategy(config: TrainConfig, info: Callable[[str], None] = lambda message: None):
     """Returns the ``tf.distribute.Strategy`` that ``config.strategy`` names.
 
     * ``default``: TensorFlow's default (no-op) strategy.
     * ``one_device``: ``OneDeviceStrategy`` on the first GPU, else the CPU.
     * ``mirrored``: ``MirroredStrategy`` over all visible GPUs, or over ``cpu_replicas``
       logical CPU devices when there is no GPU.
-    * ``multi_worker``: ``MultiWorkerMirroredStrategy`` configured from ``$TF_CONFIG``.
+    * ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the cluster ``config.cluster``
+      names (``$TF_CONFIG`` or a SLURM job step; see :mod:`mnist_core.cluster`), once every
+      worker has joined (``info`` says it waits).
     """
     import tensorflow as tf
 
@@ -108,16 +115,11 @@ def make_strategy(config: TrainConfig):
                 devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
             )
         return tf.distribute.MirroredStrategy(devices)
-    if not os.environ.get("TF_CONFIG"):
-        raise ConfigError(
-            "--strategy multi_worker needs $TF_CONFIG; start workers with "
-            "python -m mnist_core.launch --workers N -- <train args>"
-        )
-    try:
-        json.loads(os.environ["TF_CONFIG"])
-    except ValueError as e:
-        raise ConfigError(f"$TF_CONFIG is not valid JSON ({e})") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    # The visible devices, not the logical ones: listing those would initialise TensorFlow's
+    # runtime, which must first learn of the cluster.
+    gpus = len(tf.config.get_visible_devices("GPU"))
+    resolver = cluster_lib.resolver(config.cluster, config.cluster_port, gpus)
+    return cluster_lib.create_strategy(resolver, config.cluster_timeout, cluster_lib.kind(config.cluster), info)
 
 
 def is_chief(strategy) -> bool:

@@ -6,12 +6,14 @@ Only argument parsing lives here; the work is :func:`mnist_core.trainer.train`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from mnist_core import cli
 from mnist_core.config import (
     AUGMENT,
+    CLUSTERS,
     DATASETS,
     JIT_COMPILE,
     LOSSES,
@@ -23,11 +25,12 @@ from mnist_core.config import (
     STRATEGIES,
     TrainConfig,
 )
-from mnist_core.errors import ConfigError
+from mnist_core.errors import ConfigError, LostWorkerError
 
 PROG = "mnist-train"
-# Where and how a run writes: chosen per command, never taken from a recorded run's config.
-RUN_CONTROL = ("output_dir", "overwrite", "resume")
+# Where and how a run writes, and which cluster runs it: chosen per command, never taken
+# from a recorded run's config.
+RUN_CONTROL = ("output_dir", "overwrite", "resume", "cluster", "cluster_port", "cluster_timeout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpu-replicas", dest="cpu_replicas", type=cli.non_negative_int, metavar="N",
                    help="with no GPU: split the CPU into N logical devices for --strategy mirrored")
     g.add_argument("--devices", metavar="LIST", help="GPU indices to use, e.g. 0,1")
+    g.add_argument("--cluster", choices=CLUSTERS,
+                   help="multi_worker: read the workers from tf_config ($TF_CONFIG), slurm (a SLURM job step) or "
+                        "auto (default: TF_CONFIG if set, else SLURM)")
+    g.add_argument("--cluster-port", dest="cluster_port", type=cli.positive_int, metavar="PORT",
+                   help="multi_worker under SLURM: port of each node's first task (default: from the job id)")
+    g.add_argument("--cluster-timeout", dest="cluster_timeout", type=float, metavar="SECONDS",
+                   help=f"multi_worker: how long every worker waits for the others to join (default {d.cluster_timeout:g})")
     g.add_argument("--precision", choices=PRECISIONS, help=f"numeric precision (default {d.precision})")
     g.add_argument("--sync-batchnorm", dest="sync_batchnorm", action="store_true",
                    help="synchronise BatchNormalization statistics across replicas")
@@ -196,6 +206,17 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         raise ConfigError(f"--config {path}: {e}") from None
 
 
+def restart_command(argv: Sequence[str], flag: str) -> str:
+    """The command that starts this worker again with ``flag`` (``--resume`` or ``--overwrite``)
+    in place of either (``""``: as it was), quoted for this platform's shell."""
+    import shlex
+    import subprocess
+
+    kept = [a for a in argv if a not in ("--resume", "--overwrite")] if flag else list(argv)
+    command = ["python", "-m", "mnist_core.train", *kept, *([flag] if flag else [])]
+    return subprocess.list2cmdline(command) if os.name == "nt" else shlex.join(command)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``mnist-train``."""
     cli.quiet_tensorflow_logs()
@@ -205,7 +226,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         cli.import_tensorflow()  # after the flags are checked, without its start-up noise
         from mnist_core import trainer
 
-        trainer.train(config)
+        try:
+            trainer.train(config)
+        except LostWorkerError as e:
+            e.command = restart_command(sys.argv[1:] if argv is None else argv, e.restart_flag)
+            raise
+        if config.strategy == "multi_worker":
+            cli.finish_at_once()
 
     return cli.run_main(PROG, body, argv)
 

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_core import actions as actions_lib
+from mnist_core import cluster as cluster_lib
 from mnist_core import data as data_lib
 from mnist_core import inference, keras_step, precision, resume, rundir
 from mnist_core import models as model_lib
@@ -41,7 +42,7 @@ from mnist_core import strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
 from mnist_core.controller import Controller, eval_fields
-from mnist_core.errors import ConfigError
+from mnist_core.errors import ConfigError, LostWorkerError
 from mnist_core.files import write_json
 from mnist_core.program import Program, make_program, python_logs, weights_digest
 from mnist_core.reporting import Reporter
@@ -95,6 +96,7 @@ class Trainer:
         self.history: List[Dict] = []
         # What a resume should hear but not stop for, said once nothing can refuse the run.
         self._pending_warnings: List[str] = []
+        self._steps_per_epoch = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -130,7 +132,8 @@ class Trainer:
         Raises:
             MnistCoreError: bad configuration, data or model (before training starts),
                 a non-finite loss (``NonFiniteLossError``), a signal (``InterruptedRun``),
-                a failing user callback (``CallbackError``) or write (``WriteError``).
+                a failing user callback (``CallbackError``) or write (``WriteError``), a
+                lost ``multi_worker`` peer (``LostWorkerError``).
         """
         started = time.perf_counter()
         config = self.config
@@ -143,7 +146,34 @@ class Trainer:
             config = self.config = config.replace(model=spec.name)
         callbacks = self._callbacks()
         strategy_lib.configure_devices(config)
-        strategy = strategy_lib.make_strategy(config)
+        strategy = strategy_lib.make_strategy(config, self.reporter.info)
+        try:
+            return self._run(strategy, spec, callbacks, started)
+        except Exception as e:
+            if config.strategy == "multi_worker" and cluster_lib.peer_failure(e) is not None:
+                raise self._lost_worker(e, strategy) from None
+            raise
+
+    def _lost_worker(self, error: Exception, strategy) -> LostWorkerError:
+        """The one line a lost peer ends the run with: who, why, and where it can resume from."""
+        message = cluster_lib.report_lost(error, strategy.cluster_resolver)
+        # The chief's output_dir is absolute by now; a worker's is as given (or none).
+        if self.config.output_dir is None:
+            return LostWorkerError(f"{message}; the chief's run directory holds the checkpoints")
+        checkpoints = Path(os.path.abspath(self.config.output_dir)) / CHECKPOINT_DIR
+        # The index names a checkpoint only once it is completely written (and is replaced
+        # atomically), so the one it names is the last complete one.
+        latest = tf.train.latest_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        if latest:
+            step = int(latest.rsplit("-", 1)[1])
+            epochs = f", {step // self._steps_per_epoch} epoch(s) done" if self._steps_per_epoch else ""
+            return LostWorkerError(f"{message}; the last complete checkpoint is {latest} (step {step}{epochs})")
+        if not checkpoints.is_dir() and not strategy_lib.is_chief(strategy):
+            return LostWorkerError(f"{message}; the chief keeps the checkpoints, in {checkpoints}")
+        return LostWorkerError(f"{message}; no checkpoint was complete yet", restart_flag="--overwrite")
+
+    def _run(self, strategy, spec, callbacks: List, started: float) -> Dict:
+        config = self.config
         chief = strategy_lib.is_chief(strategy)
         if config.precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
             # TensorFlow says so in a C++ log line per kernel; this is the one line that matters.
@@ -175,6 +205,7 @@ class Trainer:
             # A model compiled by the user may set steps per loop and XLA (compile's own).
             config = self.config = program.config
             self.model = program.model
+            self._steps_per_epoch = program.steps_per_epoch
             if config.resume:
                 resume.check_program(program, data, record, self.reporter)
             # Everything that can refuse the run does so before the run directory is touched.
@@ -339,7 +370,8 @@ class Trainer:
             "savedmodel_path": savedmodel_path,
             "h5_path": str(h5_path) if h5_path else None,
             "outputs": program.outputs,
-            "output_dir": str(out),
+            # A worker's own files are scratch: the run directory is the chief's.
+            "output_dir": str(out) if run.chief else os.path.abspath(config.output_dir or "."),
             "parameters": int(model.count_params()),
             "weights_sha256": weights_digest(model),
             "worker": "chief" if run.chief else "worker",
