@@ -47,6 +47,8 @@ _RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|on
 _CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
                             r"context_distributed_manager|collective_\w+|\w*grpc\w*|add_port|preemption_\w+)\.cc:\d+\]")
 
+# Written through the pipe by last_word: everything before it has been copied.
+_DRAINED = b"\x00mnist_core: drained\n"
 # Where a log entry's detail lines end: the next entry, or a line of mnist_core's own.
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
 _OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
@@ -109,6 +111,11 @@ def filtered_stderr() -> Iterator[None]:
     to the real stderr unless they are known noise; Python's own writes to ``sys.stderr``
     go the same way, in order. Restored at the end (also on an exception), after the
     thread has copied everything written.
+
+    Yields a function ``last_word(text)`` for a process that ends right after it: it
+    waits until everything written so far is copied, writes ``text`` to the real stderr
+    and leaves descriptor 2 the pipe, so lines TensorFlow's threads log afterwards (about
+    the loss the text reports) are never shown.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -116,11 +123,15 @@ def filtered_stderr() -> Iterator[None]:
     os.dup2(write_end, 2)
     os.close(write_end)
     held: list = []
+    drained = threading.Event()
 
     def pump() -> None:
         in_fault = False  # inside a lost peer's log entry: its line and the gRPC detail after it
         with os.fdopen(read_end, "rb") as source:
             for line in iter(source.readline, b""):
+                if line == _DRAINED:
+                    drained.set()
+                    continue
                 text = line.decode("utf-8", "replace")
                 if is_startup_noise(text):
                     continue
@@ -139,8 +150,15 @@ def filtered_stderr() -> Iterator[None]:
     # first is logged by the others' heartbeats, after the result) or ends with an error
     # that reports the loss itself (exit_at_once); any other error keeps every line.
     reported = True
+
+    def last_word(text: str) -> None:
+        sys.stderr.flush()
+        os.write(2, _DRAINED)
+        drained.wait(timeout=5)
+        os.write(saved, text.encode("utf-8", "replace"))
+
     try:
-        yield
+        yield last_word
     except BaseException as e:
         reported = bool(getattr(e, "exit_at_once", False))
         raise
@@ -211,21 +229,24 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
     forget = reporting.on_result(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if as_command else None
     _finishing.clear()
     try:
-        with filtered_stderr():
-            code = body() or 0
-        if as_command and _finishing:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        with filtered_stderr() as last_word:
+            try:
+                code = body() or 0
+            except MnistCoreError as e:
+                if e.exit_at_once and as_command:
+                    # The process's last word: TensorFlow's teardown after a lost peer would
+                    # only log the loss again (and may wait on the peer), so it is skipped.
+                    sys.stdout.flush()
+                    last_word(f"{prog}: error: {one_line(e)}\n")
+                    os._exit(e.exit_code)
+                raise
+            if as_command and _finishing:
+                sys.stdout.flush()
+                last_word("")
+                os._exit(code)
         return code
     except MnistCoreError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        if e.exit_at_once and argv is None:
-            # The process's last word: TensorFlow's teardown after a lost peer would only log
-            # the loss again (and may wait on the peer), so it is skipped.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -133,15 +133,20 @@ def launch(workers: int, train_args: List[str], python: str = sys.executable) ->
                     killed.append(other)
                     procs[other].kill()
                 kill_at = None
-            for index in list(remaining):
-                code = procs[index].poll()
-                if code is None:
-                    continue
+            exited = [(index, procs[index].poll()) for index in remaining]
+            # A worker that fails on its own (bad input: status 2, 3, 4) takes the others
+            # down with it, and their "lost peer" is its consequence: it is looked at first,
+            # and the job's status stays its own.
+            exited = sorted(((i, c) for i, c in exited if c is not None),
+                            key=lambda item: item[1] < 0 or item[1] == LostWorkerError.exit_code)
+            for index, code in exited:
                 remaining.remove(index)
                 if index in killed or code == 0 or forwarded:
                     status = status or code
                     continue
                 if code < 0 or code == LostWorkerError.exit_code:
+                    if status not in (0, LostWorkerError.exit_code):
+                        continue  # stopped after another worker's own failure
                     if code < 0:
                         lost.append(f"worker {index} was killed by {_signal_name(code)}")
                     if status != LostWorkerError.exit_code:
