@@ -13,6 +13,11 @@ ratio is the median of the per-round ratios.
 * ``mnist_core``: the default flags (``--jit-compile auto``, automatic steps per loop).
 
 Batches are drawn from the in-memory arrays by one gather per step in every framework.
+On a machine with a GPU every framework trains on it (the arrays live on the device).
+``--precisions`` adds mixed precision: PyTorch's ``autocast`` (float16 with its
+``GradScaler``), JAX with parameters and inputs cast to 16 bits inside the step (float32
+master weights; no loss scaling, which plain JAX does not have), mnist_core's
+``--precision``.
 Each peer runs in a process of its own (spawned; the parent asks it for a window at its
 turn in the round): TensorFlow, PyTorch's Linux wheel (with Triton's LLVM) and JAX crash
 or compete for threads when loaded into one process.
@@ -107,8 +112,14 @@ def _torch_model(name: str):
     raise ValueError(f"no PyTorch version of {name!r}")
 
 
+HALF = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+
+
 class TorchRunner(_Runner):
-    def __init__(self, model_name: str, batch_size: int, data, seed: int, compile_step: bool = False):
+    def __init__(self, model_name: str, batch_size: int, data, seed: int, compile_step: bool = False,
+                 precision: str = "float32"):
+        import contextlib
+
         import torch
         import torch.nn.functional as F
 
@@ -122,24 +133,34 @@ class TorchRunner(_Runner):
         torch.manual_seed(seed)
         torch.set_num_threads(os.cpu_count() or 1)
         self.batch_size = batch_size
-        self.model = _torch_model(model_name).train()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = _torch_model(model_name).train().to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
         images = data.train_images.astype(np.float32) / 255.0
         shape = (-1, 784) if model_name in ("mlp", "deep_mlp") else (-1, 1, 28, 28)
-        self.x = torch.from_numpy(images.reshape(shape))
-        self.y = torch.from_numpy(data.train_labels.astype(np.int64))
+        self.x = torch.from_numpy(images.reshape(shape)).to(self.device)
+        self.y = torch.from_numpy(data.train_labels.astype(np.int64)).to(self.device)
         penalised = [self.model[4].weight] if model_name == "deep_mlp" else []
         model = self.model
+        half = HALF.get(precision)
+        autocast = (lambda: torch.autocast(self.device, dtype=getattr(torch, half))) if half else contextlib.nullcontext
+        scaler = torch.amp.GradScaler(self.device) if half == "float16" else None
 
         def train_step(x, y):
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
             for weight in penalised:
                 loss = loss + L2 * (weight ** 2).sum()
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             return loss
 
         self.train_step = torch.compile(train_step) if compile_step else train_step
@@ -152,7 +173,7 @@ class TorchRunner(_Runner):
     def step(self, indices) -> None:
         import torch
 
-        index = torch.from_numpy(indices)
+        index = torch.from_numpy(indices).to(self.device, non_blocking=True)
         self.loss = self.train_step(self.x.index_select(0, index), self.y.index_select(0, index))
 
     def _sync(self) -> None:
@@ -255,13 +276,22 @@ def _jax_model(name: str, key):
 
 
 class JaxRunner(_Runner):
-    def __init__(self, model_name: str, batch_size: int, data, seed: int):
+    def __init__(self, model_name: str, batch_size: int, data, seed: int, precision: str = "float32"):
         import jax
         import jax.numpy as jnp
 
         gc.collect()
         self.batch_size = batch_size
-        params, state, apply = _jax_model(model_name, jax.random.PRNGKey(seed))
+        self.device = jax.devices()[0].platform
+        params, state, apply32 = _jax_model(model_name, jax.random.PRNGKey(seed))
+        half = HALF.get(precision)
+        if half:
+            def apply(p, s, x, key, training):  # 16-bit compute on float32 master weights
+                p16 = jax.tree_util.tree_map(lambda a: a.astype(half), p)
+                logits, s, penalty = apply32(p16, s, x.astype(half), key, training)
+                return logits.astype(jnp.float32), s, penalty
+        else:
+            apply = apply32
         self.parameters = sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(params))
         shape = (-1, 784) if model_name in ("mlp", "deep_mlp") else (-1, 28, 28, 1)
         x = jnp.asarray(data.train_images.reshape(shape), dtype=jnp.uint8)
@@ -307,15 +337,16 @@ class JaxRunner(_Runner):
 # --------------------------------------------------------------------------- the suite
 
 
-def _make_runner(kind: str, model: str, batch_size: int, data, seed: int) -> _Runner:
+def _make_runner(kind: str, model: str, batch_size: int, data, seed: int, precision: str) -> _Runner:
     if kind == "torch eager":
-        return TorchRunner(model, batch_size, data, seed)
+        return TorchRunner(model, batch_size, data, seed, precision=precision)
     if kind == "torch.compile":
-        return TorchRunner(model, batch_size, data, seed, compile_step=True)
-    return JaxRunner(model, batch_size, data, seed)
+        return TorchRunner(model, batch_size, data, seed, compile_step=True, precision=precision)
+    return JaxRunner(model, batch_size, data, seed, precision=precision)
 
 
-def _serve(conn, kind: str, model: str, batch_size: int, data, seed: int, window_seconds: float) -> None:
+def _serve(conn, kind: str, model: str, batch_size: int, data, seed: int, window_seconds: float,
+           precision: str = "float32") -> None:
     """A peer's runner in a process of its own, timing a window whenever the parent asks.
 
     Each framework gets its own process: TensorFlow, PyTorch (whose Linux wheel loads
@@ -330,12 +361,12 @@ def _serve(conn, kind: str, model: str, batch_size: int, data, seed: int, window
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     try:
-        runner = _make_runner(kind, model, batch_size, data, seed)
+        runner = _make_runner(kind, model, batch_size, data, seed, precision)
         runner.calibrate(window_seconds)
     except Exception as e:  # e.g. torch.compile without a working C++ compiler
         conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"))
         return
-    conn.send(("ready", runner.warmup_seconds, runner.parameters, runner.steps))
+    conn.send(("ready", runner.warmup_seconds, runner.parameters, runner.steps, runner.device))
     while conn.recv() == "window":
         conn.send(runner.window())
 
@@ -343,19 +374,19 @@ def _serve(conn, kind: str, model: str, batch_size: int, data, seed: int, window
 class _RemoteRunner:
     """The parent's handle on a peer runner living in its own process."""
 
-    def __init__(self, kind, model, batch_size, data, seed, window_seconds):
+    def __init__(self, kind, model, batch_size, data, seed, window_seconds, precision="float32"):
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, kind, model, batch_size, data, seed,
-                                                             window_seconds), daemon=True)
+                                                             window_seconds, precision), daemon=True)
         self._process.start()
         reply = self._conn.recv()
         if reply[0] == "error":
             self.close()
             raise RuntimeError(reply[1])
-        _, self.warmup_seconds, self.parameters, self.steps = reply
+        _, self.warmup_seconds, self.parameters, self.steps, self.device = reply
 
     def window(self) -> float:
         self._conn.send("window")
@@ -373,8 +404,6 @@ class _RemoteRunner:
 
 def peers(out: Output, settings, data) -> None:
     """images/s of every peer beside mnist_core's defaults, windows interleaved in rounds."""
-    from benchmarks.suites import CoreRunner, core_config
-
     absent = missing()
     for name, reason in absent.items():
         out.console.print(f"peers: {name} is not available here ({reason}); "
@@ -383,44 +412,54 @@ def peers(out: Output, settings, data) -> None:
     rows: List[List] = []
     for model in settings.models:
         for batch_size in settings.batch_sizes:
-            runners: Dict[str, object] = {}
-            core = CoreRunner(core_config(model, batch_size, 0, "auto", "float32", settings.seed), data)
-            core.calibrate(settings.window_seconds)
-            runners["mnist_core"] = core
-            for kind in kinds:
-                try:
-                    runners[kind] = _RemoteRunner(kind, model, batch_size, data, settings.seed,
-                                                  settings.window_seconds)
-                except Exception as e:
-                    out.console.print(f"peers: {kind} {model} could not run ({e})", highlight=False, markup=False)
-            rates = {name: [] for name in runners}
-            try:
-                for round_index in range(settings.repeats):
-                    order = list(runners) if round_index % 2 == 0 else list(runners)[::-1]
-                    for name in order:
-                        rates[name].append(runners[name].window())
-            finally:
-                for name, runner in runners.items():
-                    if name != "mnist_core":
-                        runner.close()
-            for name, runner in runners.items():
-                config = {"trainer": name, "model": model, "batch_size": batch_size, "examples": data.num_train,
-                          "timed_steps": runner.steps}
-                if name == "mnist_core":
-                    config.update(jit_compile_resolved=core.program.jit,
-                                  steps_per_loop=core.program.steps_per_loop)
-                else:
-                    config["parameters"] = runner.parameters
-                m = out.add(Measurement("peers", f"{name} {model}", config, "images/s", rates[name],
-                                        {"warmup_seconds": runner.warmup_seconds}))
-                ratio = None
-                if name != "mnist_core":
-                    paired = [c / p for c, p in zip(rates["mnist_core"], rates[name])]
-                    ratio = out.add(Measurement("peers", f"ratio mnist_core/{name} {model}",
-                                                {"model": model, "batch_size": batch_size, "peer": name}, "x",
-                                                paired)).median
-                rows.append([f"{name} {model}", batch_size, m.median, min(m.samples), max(m.samples),
-                             runner.warmup_seconds, ratio])
-            del runners, core
+            for precision in getattr(settings, "precisions", None) or ["float32"]:
+                rows += _compare(out, settings, data, kinds, model, batch_size, precision)
     out.table("peers: the same models in PyTorch and JAX; ratio = mnist_core (default flags) / peer",
               ["trainer", "batch", "images/s", "min", "max", "warm-up s", "ratio"], rows)
+
+
+def _compare(out: Output, settings, data, kinds: List[str], model: str, batch_size: int, precision: str) -> List[List]:
+    """One model, batch and precision: mnist_core's defaults and every peer, in rounds."""
+    from benchmarks.suites import CoreRunner, core_config
+
+    rows: List[List] = []
+    runners: Dict[str, object] = {}
+    core = CoreRunner(core_config(model, batch_size, 0, "auto", precision, settings.seed), data)
+    core.calibrate(settings.window_seconds)
+    runners["mnist_core"] = core
+    for kind in kinds:
+        try:
+            runners[kind] = _RemoteRunner(kind, model, batch_size, data, settings.seed, settings.window_seconds,
+                                          precision)
+        except Exception as e:
+            out.console.print(f"peers: {kind} {model} could not run ({e})", highlight=False, markup=False)
+    rates = {name: [] for name in runners}
+    try:
+        for round_index in range(settings.repeats):
+            order = list(runners) if round_index % 2 == 0 else list(runners)[::-1]
+            for name in order:
+                rates[name].append(runners[name].window())
+    finally:
+        for name, runner in runners.items():
+            if name != "mnist_core":
+                runner.close()
+    label = "" if precision == "float32" else f" {precision}"
+    for name, runner in runners.items():
+        config = {"trainer": name, "model": model, "batch_size": batch_size, "examples": data.num_train,
+                  "timed_steps": runner.steps, "precision": precision}
+        if name == "mnist_core":
+            config.update(jit_compile_resolved=core.program.jit, steps_per_loop=core.program.steps_per_loop,
+                          update=core.program.config.update)
+        else:
+            config.update(parameters=runner.parameters, device=runner.device)
+        m = out.add(Measurement("peers", f"{name} {model}{label}", config, "images/s", rates[name],
+                                {"warmup_seconds": runner.warmup_seconds}))
+        ratio = None
+        if name != "mnist_core":
+            paired = [c / p for c, p in zip(rates["mnist_core"], rates[name])]
+            ratio = out.add(Measurement("peers", f"ratio mnist_core/{name} {model}{label}",
+                                        {"model": model, "batch_size": batch_size, "peer": name,
+                                         "precision": precision}, "x", paired)).median
+        rows.append([f"{name} {model}{label}", batch_size, m.median, min(m.samples), max(m.samples),
+                     runner.warmup_seconds, ratio])
+    return rows

@@ -170,6 +170,16 @@ class CoreRunner:
             self.iterator = self.program.train_iterator(data)
         started = time.perf_counter()
         self.run(1)  # trace + compile (once: num_steps is a tensor, every length shares it)
+        if config.steps_per_loop == 0:
+            # Automatic steps per loop, decided as the controller decides them: one timed
+            # call of the first length sets the calls' length by time.
+            from mnist_core.program import timed_steps_per_loop
+
+            call = time.perf_counter()
+            spl = self.program.steps_per_loop
+            self.run(spl)
+            self.program.steps_per_loop = timed_steps_per_loop((time.perf_counter() - call) / spl,
+                                                               self.program.steps_per_epoch)
         self.warmup_seconds = time.perf_counter() - started
         self.steps: Optional[int] = None
 

@@ -186,7 +186,8 @@ def cache_key(config, model, factory, replicas: int, steps_per_loop: int) -> str
 
     fields = {
         "model": hashlib.sha256(_model_code(model, factory).encode()).hexdigest(),
-        "optimizer": config.optimizer, "on_nonfinite": config.on_nonfinite, "batch_size": config.batch_size,
+        "optimizer": config.optimizer, "update": config.update, "on_nonfinite": config.on_nonfinite,
+        "batch_size": config.batch_size,
         "precision": config.precision, "strategy": config.strategy, "replicas": replicas,
         "steps_per_loop": steps_per_loop, "sync_batchnorm": config.sync_batchnorm, "device": _device(),
         "tensorflow": tf.__version__, "keras": keras.__version__,

@@ -21,6 +21,8 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 CLUSTERS = ("auto", "tf_config", "slurm")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 ON_NONFINITE = ("stop", "skip")
+# The optimizer update: TensorFlow's fused kernels (mnist_core.fused), or Keras' own ops.
+UPDATES = ("fused", "keras")
 JIT_COMPILE = ("auto", "on", "off")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 PIXELS = ("unit", "raw")
@@ -61,6 +63,9 @@ class TrainConfig:
         momentum: Momentum of ``sgd``.
         rho: ``rho`` of ``rmsprop``/``adadelta`` (``None``: Keras' default, 0.9 / 0.95).
         epsilon: The optimizer's ``epsilon`` (``None``: Keras' default, 1e-7).
+        update: ``fused``: the optimizer updates each variable with one TensorFlow kernel
+            (:mod:`mnist_core.fused`; equal to Keras' update up to float round-off);
+            ``keras``: Keras' own element-wise update, bit for bit ``model.fit``'s.
         loss: ``sparse_categorical_crossentropy`` on class indices (the default) or
             ``categorical_crossentropy`` on one-hot targets, as the tutorials compile it
             (for a model ending in ``sigmoid``, Keras normalises the outputs to sum to one
@@ -71,8 +76,9 @@ class TrainConfig:
         target_accuracy: Stop after the first epoch whose test accuracy reaches this
             (0: train all epochs).
         batch_size: Global batch size (summed over replicas).
-        steps_per_loop: Training steps per compiled loop call; 0 picks about a tenth
-            of an epoch (at most 100).
+        steps_per_loop: Training steps per compiled loop call; 0 (automatic) starts with
+            a tenth of an epoch (at most 100) and, after the first timed call, makes calls
+            of about half a second (at most an epoch; fixed under ``multi_worker``).
         eval_batch_size: Batch size of evaluation (it keeps no activations for a
             backward pass, so it can be larger than training's).
         eval_every: Evaluate every N epochs (the last epoch always).
@@ -130,6 +136,7 @@ class TrainConfig:
     momentum: float = 0.9
     rho: Optional[float] = None
     epsilon: Optional[float] = None
+    update: str = "fused"
     loss: str = "sparse_categorical_crossentropy"
     pixels: str = "unit"
     epochs: int = 5
@@ -181,6 +188,7 @@ class TrainConfig:
         _choice("--cluster", self.cluster, CLUSTERS)
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--on-nonfinite", self.on_nonfinite, ON_NONFINITE)
+        _choice("--update", self.update, UPDATES)
         _choice("--jit-compile", self.jit_compile, JIT_COMPILE)
         _choice("--augment", self.augment, AUGMENT)
         _choice("--loss", self.loss, LOSSES)

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 
 from mnist_core import optim
 from mnist_core.actions import Action
-from mnist_core.program import averaged_weights, weights_digest
+from mnist_core.program import averaged_weights, timed_steps_per_loop, weights_digest
 from mnist_core.run import EpochMeter, Run
 
 
@@ -62,6 +62,9 @@ class Controller:
         """The epoch loop: run steps to the next boundary, evaluate at epoch ends, tell the actions."""
         run, program = self.run, self.run.program
         first_call = True
+        # --steps-per-loop 0: the first timed call of full length sets the calls' length by
+        # time. Not under multi_worker, where every worker must make the same calls.
+        timing = run.config.steps_per_loop == 0 and run.config.strategy != "multi_worker"
         for epoch in range(run.epoch, run.config.epochs):
             run.epoch = epoch
             run.epoch_step = run.step - epoch * program.steps_per_epoch
@@ -80,6 +83,9 @@ class Controller:
                 seconds = time.perf_counter() - t0
                 # The first call of the run includes tracing/compilation: not timed.
                 run.meter.add(result, steps, None if first_call else seconds)
+                if timing and not first_call and steps == program.steps_per_loop:
+                    program.steps_per_loop = timed_steps_per_loop(seconds / steps, program.steps_per_epoch)
+                    timing = False
                 first_call = False
                 run.step += steps
                 run.epoch_step += steps

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import hashlib
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -24,6 +25,7 @@ from mnist_core import augment as augment_lib
 from mnist_core import autojit
 from mnist_core import data as data_lib
 from mnist_core import keras_step
+from mnist_core import fused
 from mnist_core import loop as loop_lib
 from mnist_core import models as model_lib
 from mnist_core.models import checks as model_checks
@@ -57,8 +59,23 @@ def dataset_options(multi_worker: bool) -> tf.data.Options:
 
 
 def auto_steps_per_loop(steps_per_epoch: int) -> int:
-    """About a tenth of an epoch, at most 100 steps: cheap dispatch, live progress."""
+    """The first calls' steps under ``--steps-per-loop 0``: about a tenth of an epoch, at
+    most 100 steps, until a timed call lets :func:`timed_steps_per_loop` decide."""
     return max(1, min(100, steps_per_epoch // 10))
+
+
+# Automatic steps per loop make each call last about this long: the eager Python between
+# calls (progress, actions, the host reading the results) then costs about 1% or less,
+# while progress, Ctrl-C and preemption still answer within a second.
+TARGET_CALL_SECONDS = 0.5
+
+
+def timed_steps_per_loop(seconds_per_step: float, steps_per_epoch: int) -> int:
+    """Steps per loop call for calls of :data:`TARGET_CALL_SECONDS`, from a timed call's
+    seconds per step; at least 1, at most an epoch."""
+    if seconds_per_step <= 0:
+        return steps_per_epoch
+    return max(1, min(steps_per_epoch, int(math.ceil(TARGET_CALL_SECONDS / seconds_per_step))))
 
 
 def _to_python(value):
@@ -139,6 +156,7 @@ class Program:
     outputs: str = "logits"  # what the model returns: logits, softmax or sigmoid (models.outputs)
     labels: str = "sparse"  # how the pipeline gives targets: class indices, or one_hot rows
     keras_eval: bool = False  # evaluation runs the model's test_step (else mnist_core's eval step)
+    update_note: Optional[str] = None  # why --update fused fell back to Keras' update
 
     @property
     def keras_protocol(self) -> bool:
@@ -358,6 +376,9 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # in scope, so slots are distributed like the weights and restorable.
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
+        # A compiled model's own optimizer keeps its update, as fit runs it.
+        update_note = fused.install(optimizer, model.trainable_variables) \
+            if config.update == "fused" and not user_compiled else None
         # Compiled as the tutorial recipe compiles it, whichever step trains it: a Keras-
         # protocol model needs compile's loss and metrics, and callbacks find what they
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
@@ -414,7 +435,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         config=config, strategy=strategy, spec=spec, model=model, optimizer=optimizer,
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
         batch_per_step=batch_per_step, input_shape=input_shape, trained_before=trained_before,
-        steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, outputs=outputs,
+        steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, update_note=update_note,
+        outputs=outputs,
         labels=labels, keras_eval=keras_eval,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )

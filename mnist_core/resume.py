@@ -29,7 +29,7 @@ from mnist_core.reporting import Reporter
 RESUME_GUARDED = ("model", "dataset", "batch_size", "seed", "optimizer", "lr", "lr_schedule", "lr_decay_rate",
                   "momentum", "precision", "val_split", "synthetic_train_size", "sync_batchnorm", "warmup_epochs",
                   "weight_decay", "clipnorm", "global_clipnorm", "ema", "grad_accum_steps", "label_smoothing",
-                  "augment", "rho", "epsilon", "loss", "pixels")
+                  "augment", "rho", "epsilon", "loss", "pixels", "update")
 
 
 def run_record(program: Program, data: data_lib.MnistData) -> Dict:

@@ -23,6 +23,7 @@ from mnist_core.config import (
     PIXELS,
     PRECISIONS,
     STRATEGIES,
+    UPDATES,
     TrainConfig,
 )
 from mnist_core.errors import ConfigError, LostWorkerError
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, help=f"momentum of sgd (default {d.momentum})")
     g.add_argument("--rho", type=float, help="rho of rmsprop/adadelta (default: Keras', 0.9 / 0.95)")
     g.add_argument("--epsilon", type=float, help="the optimizer's epsilon (default: Keras', 1e-7)")
+    g.add_argument("--update", choices=UPDATES,
+                   help=f"optimizer update: fused TensorFlow kernels, or keras (bit for bit model.fit's) "
+                        f"(default {d.update})")
     g.add_argument("--loss", choices=LOSSES,
                    help="sparse_categorical_crossentropy (class indices, default) or categorical_crossentropy "
                         "(one-hot targets, as the tutorials compile it)")

@@ -272,6 +272,8 @@ class Trainer:
         if program.compiled_by_user:
             self.reporter.info(f"model comes compiled ({keras_step.describe_compile(program.model)}): trained with "
                                "its own optimizer, loss and metrics, as fit would")
+        if program.update_note:
+            self.reporter.info(f"--update fused: {program.update_note}; the optimizer keeps Keras' own update")
         if program.outputs != "logits":
             self.reporter.info(f"model ends in {program.outputs}: its outputs are probabilities, and the loss, "
                                "evaluation and predictions treat them so")

@@ -6,8 +6,12 @@
 #   3. the benchmarks' train and fit suites on mlp and cnn, batch 512, steps per loop 100
 #   4. the GPU fast recipes run to the end on real data, when DATA_DIR holds it
 # Run 2026-11-26 on an H200 (benchmarks/RESULTS.md, "On a GPU"): step 1 took 20 s, steps 2-4 344 s.
+#   5. (speed) default flags against the best fixed setting (steps per loop chosen by time),
+#      two training processes sharing the GPU (memory growth), and the peers suite on the
+#      GPU: PyTorch eager, torch.compile and JAX, float32 and mixed precision, batch 512
 # Usage: scripts/gpu_suite.sh OUT_DIR check          step 1 alone (a first, cheap call)
 #        scripts/gpu_suite.sh OUT_DIR rest [DATA_DIR]  steps 2-4 (DATA_DIR holds mnist-5k/, fashion-mnist/)
+#        scripts/gpu_suite.sh OUT_DIR speed           step 5 (about 8 minutes)
 # Each step has its own time limit, so a slow step cannot take the later ones with it.
 set -uo pipefail
 out="${1:?usage: gpu_suite.sh OUT_DIR check|rest [DATA_DIR]}"
@@ -32,6 +36,23 @@ if ! grep -q "GPUs \[PhysicalDevice" "$out/tf_gpu.txt"; then
   echo "TensorFlow lists no GPU: stopping (see tf_gpu.txt)"
   exit 3
 fi
+exit 0
+fi
+if [ "$what" = speed ]; then
+echo "== defaults against fixed steps per loop (train,fit; XLA on, as auto chooses on this GPU)"
+timeout 170 python3 -m benchmarks.run --suite train,fit --models mlp,cnn --batch-sizes 512 \
+  --steps-per-loop 10,100 --jit on --repeats 3 --window-seconds 1 --json "$out/defaults.jsonl" 2>&1 | tail -30
+echo "== two processes on one GPU (memory growth: each takes what it needs, both finish)"
+for i in 1 2; do
+  timeout 120 python3 -m mnist_core.train --dataset synthetic --synthetic-train-size 20000 --model cnn --epochs 1 --batch-size 512 \
+    --output-dir "/tmp/shared-gpu-$i" --overwrite --quiet > "$out/shared-gpu-$i.txt" 2>&1 &
+done
+sleep 25; nvidia-smi --query-compute-apps=pid,used_memory --format=csv > "$out/shared-gpu-memory.csv" 2>&1
+wait; for i in 1 2; do echo "process $i: $(tail -1 "$out/shared-gpu-$i.txt")"; done
+cat "$out/shared-gpu-memory.csv"
+echo "== peers on the GPU"
+timeout 280 python3 -m benchmarks.run --suite peers --models mlp,cnn --batch-sizes 512 \
+  --precisions float32,mixed_bfloat16,mixed_float16 --repeats 2 --window-seconds 1 --json "$out/peers.jsonl" 2>&1 | tail -40
 exit 0
 fi
 echo "== gpu_check (reduced grid)"

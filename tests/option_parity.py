@@ -2,7 +2,7 @@
 
 Run as a script (2 replicas need the CPU split before TensorFlow starts)::
 
-    python tests/option_parity.py REPLICAS OPTION[,OPTION...]
+    python tests/option_parity.py REPLICAS OPTION[,OPTION...] [UPDATE]
 
 For each option (``name=value`` of a TrainConfig field) it trains a small dense model for
 12 steps of batch 64 with mnist_core (loop calls of 5, 5 and 2 steps) and with
@@ -12,6 +12,7 @@ clipping, EMA, gradient accumulation, schedules) and the loss Keras would use
 (``CategoricalCrossentropy(label_smoothing)`` on one-hot labels for smoothing). It prints
 one JSON line per option: the largest weight difference from fit, and from mnist_core
 without the option (which must not be zero: an option silently ignored shows there).
+UPDATE is mnist_core's ``--update`` (default ``keras``, fit's own update: bit for bit).
 """
 
 import json
@@ -39,7 +40,7 @@ def _value(text):
     return text
 
 
-def main(replicas, options):
+def main(replicas, options, update="keras"):
     import keras
     import tensorflow as tf
 
@@ -50,7 +51,7 @@ def main(replicas, options):
     extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
     # 2 epochs of 6 steps: schedules that count epochs (warm-up) have something to count.
     base = TrainConfig(model="parity_models:dense_l2", optimizer="adam", lr=0.01, batch_size=BATCH, epochs=2,
-                       jit_compile="off", **extra)
+                       jit_compile="off", update=update, **extra)
     strategy_lib.configure_devices(base)
     strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
     images, labels = learnable_digits(STEPS // 2 * BATCH, seed=5)
@@ -110,4 +111,4 @@ def main(replicas, options):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2].split(","))
+    main(int(sys.argv[1]), sys.argv[2].split(","), *sys.argv[3:])

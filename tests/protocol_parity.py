@@ -38,7 +38,7 @@ def main(replicas, names):
 
     tf.get_logger().setLevel("ERROR")
     extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
-    base = TrainConfig(optimizer="adam", batch_size=BATCH, steps_per_loop=3, **extra)
+    base = TrainConfig(optimizer="adam", batch_size=BATCH, steps_per_loop=3, update="keras", **extra)
     strategy_lib.configure_devices(base)
     strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
     images, labels = learnable_digits(STEPS * BATCH, seed=5)

@@ -38,6 +38,31 @@ def test_loop_never_retraces_and_model_learns(idx_dir, tmp_path):
     assert all(e["test_examples"] == 200 for e in history), "every test example, exactly once"
 
 
+@pytest.mark.parametrize("target, expected", [(1e-9, 1), (1e9, 8)], ids=["fast-calls", "an-epoch-a-call"])
+def test_automatic_steps_per_loop_are_chosen_by_time(idx_dir, tmp_path, monkeypatch, target, expected):
+    """--steps-per-loop 0 times a call of the first length (a tenth of an epoch: 1 step of
+    the 8 here) and then makes calls of TARGET_CALL_SECONDS: with a tiny target every call
+    is 1 step, with a huge one an epoch. The weights do not depend on it."""
+    from mnist_core import program as program_lib
+
+    monkeypatch.setattr(program_lib, "TARGET_CALL_SECONDS", target)
+    calls = []
+
+    class Calls(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            calls.append(batch)
+
+    config = _config(idx_dir, tmp_path, epochs=3, steps_per_loop=0, output_dir=str(tmp_path / str(target)))
+    summary = Trainer(config, Reporter(quiet=True), callbacks=[Calls()]).run()
+    assert summary["steps_per_loop"] == expected
+    # Calls of 1 step (traced, then timed), then the chosen length up to each epoch's end:
+    # 1, 1, 6, 8, 8 steps, or 24 calls of 1.
+    assert len(calls) == {1: 24, 8: 5}[expected]
+    fixed = Trainer(_config(idx_dir, tmp_path, epochs=3, steps_per_loop=3, output_dir=str(tmp_path / "fixed")),
+                    Reporter(quiet=True)).run()
+    assert fixed["weights_sha256"] == summary["weights_sha256"]
+
+
 def test_train_step_is_bitwise_model_fit(tmp_path):
     """Same init, same batches: our compiled loop and model.fit end with identical weights."""
     keras.utils.set_random_seed(1)
