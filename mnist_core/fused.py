@@ -6,7 +6,8 @@ one kernel per variable for the same update — ``ResourceApplyAdam``, ``Resourc
 (and its centred form), ``ResourceApplyAdadelta``, ``ResourceApplyKerasMomentum``,
 ``ResourceApplyGradientDescent`` — that reads and writes each array once. They compute the
 same formulas in another order of rounding, so a step differs from Keras' by float
-round-off (bounded in ``tests/test_fused.py``), not bit for bit: ``--update keras`` keeps
+round-off (bounded in ``tests/test_fused.py``; ``python -m benchmarks.update_diff``
+measures it), not bit for bit: ``--update keras`` keeps
 Keras' own update, which ``model.fit`` runs, and every test of bitwise parity with ``fit``
 uses it.
 

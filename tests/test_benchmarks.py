@@ -141,3 +141,16 @@ def test_peers_suite_runs_with_whatever_is_installed(tmp_path):
         assert "ratio mnist_core/jax.jit mlp" in names
     if "torch" not in absent:
         assert "ratio mnist_core/torch eager mlp" in names
+
+
+def test_update_diff_reports_every_optimizer_step_by_step(tmp_path):
+    data = make_idx_dir(tmp_path / "data", n_train=256, n_test=50)
+    result = run_cli("benchmarks.update_diff", "--data-dir", str(data), "--model", "mlp_small", "--batch-size", "32",
+                     "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    rows = {r["optimizer"]: r for r in (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))}
+    assert set(rows) == {"adam", "rmsprop", "adadelta", "sgd (momentum 0.9)", "sgd"}
+    for row in rows.values():
+        assert len(row["per_step"]) == len(row["free_running"]) == 2
+        assert all(0 <= d <= 1e-4 for d in row["per_step"]), row
+        assert row["free_running"][0] == row["per_step"][0], "the first step starts from the same state"
