@@ -71,11 +71,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--model", default="mlp")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--optimizers", type=lambda text: text.split(","), default=list(OPTIMIZERS),
+                   help=f"some of {','.join(OPTIMIZERS)} (default: all)")
     args = p.parse_args(argv)
+    unknown = [name for name in args.optimizers if name not in OPTIMIZERS]
+    if unknown:
+        p.error(f"--optimizers: unknown {', '.join(unknown)}")
     from mnist_core import data as data_lib
 
     data = data_lib.load(args.dataset, args.data_dir)
-    for name, values in OPTIMIZERS.items():
+    for name in args.optimizers:
+        values = OPTIMIZERS[name]
         found = differences(data, args.steps, model=args.model, batch_size=args.batch_size, **values)
         print(json.dumps({"optimizer": name, "model": args.model, "batch_size": args.batch_size, **found}),
               flush=True)

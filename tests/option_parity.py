@@ -2,7 +2,7 @@
 
 Run as a script (2 replicas need the CPU split before TensorFlow starts)::
 
-    python tests/option_parity.py REPLICAS OPTION[,OPTION...] [UPDATE]
+    python tests/option_parity.py REPLICAS OPTION[,OPTION...] [UPDATE[,UPDATE]]
 
 For each option (``name=value`` of a TrainConfig field) it trains a small dense model for
 12 steps of batch 64 with mnist_core (loop calls of 5, 5 and 2 steps) and with
@@ -12,7 +12,8 @@ clipping, EMA, gradient accumulation, schedules) and the loss Keras would use
 (``CategoricalCrossentropy(label_smoothing)`` on one-hot labels for smoothing). It prints
 one JSON line per option: the largest weight difference from fit, and from mnist_core
 without the option (which must not be zero: an option silently ignored shows there).
-UPDATE is mnist_core's ``--update`` (default ``keras``, fit's own update: bit for bit).
+UPDATE is mnist_core's ``--update`` (default ``keras``, fit's own update: bit for bit);
+with ``keras,fused`` each option is trained both ways against one ``fit`` run.
 """
 
 import json
@@ -40,7 +41,7 @@ def _value(text):
     return text
 
 
-def main(replicas, options, update="keras"):
+def main(replicas, options, updates=("keras",)):
     import keras
     import tensorflow as tf
 
@@ -51,7 +52,7 @@ def main(replicas, options, update="keras"):
     extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
     # 2 epochs of 6 steps: schedules that count epochs (warm-up) have something to count.
     base = TrainConfig(model="parity_models:dense_l2", optimizer="adam", lr=0.01, batch_size=BATCH, epochs=2,
-                       jit_compile="off", update=update, **extra)
+                       jit_compile="off", **extra)
     strategy_lib.configure_devices(base)
     strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
     images, labels = learnable_digits(STEPS // 2 * BATCH, seed=5)
@@ -78,11 +79,12 @@ def main(replicas, options, update="keras"):
         program.optimizer.finalize_variable_values(program.model.trainable_variables)
         return initial, program.model.get_weights()
 
-    _, plain = ours(base)
+    plains = {update: ours(base.replace(update=update))[1] for update in updates}
     for option in options:
         name, _, text = option.partition("=")
         config = base.replace(**{name: _value(text)})
-        initial, weights = ours(config)
+        trained = {update: ours(config.replace(update=update)) for update in updates}
+        initial = trained[updates[0]][0]
         # Keras' accumulation puts its all-reduce inside a cond, which fit cannot run on
         # several replicas: there the reference is fit on one.
         reference = tf.distribute.get_strategy() if config.grad_accum_steps > 1 else strategy
@@ -102,13 +104,16 @@ def main(replicas, options, update="keras"):
             model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
         model.fit(x, targets, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
         fit = model.get_weights()
-        print(json.dumps({
-            "option": option, "replicas": replicas, "fit_replicas": reference.num_replicas_in_sync,
-            "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, fit)),
-            "diff_from_plain": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, plain)),
-            "max_update": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, initial)),
-        }), flush=True)
+        for update in updates:
+            weights = trained[update][1]
+            print(json.dumps({
+                "option": option, "update": update, "replicas": replicas,
+                "fit_replicas": reference.num_replicas_in_sync,
+                "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, fit)),
+                "diff_from_plain": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, plains[update])),
+                "max_update": max(float(np.max(np.abs(a - b))) for a, b in zip(weights, initial)),
+            }), flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2].split(","), *sys.argv[3:])
+    main(int(sys.argv[1]), sys.argv[2].split(","), tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("keras",))
