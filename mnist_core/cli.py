@@ -200,7 +200,8 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-_finishing: set = set()
+# Set by finish_at_once, cleared by run_main at each start: a flag, not state to derive.
+_finishing = threading.Event()
 
 
 def finish_at_once() -> None:
@@ -211,7 +212,7 @@ def finish_at_once() -> None:
     and TensorFlow's teardown, still heartbeating, would log each departure as a lost peer
     after a result that is complete. Everything the run writes is closed by then.
     """
-    _finishing.add(True)
+    _finishing.set()
 
 
 def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] = ()) -> int:
@@ -240,7 +241,7 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
                     last_word(f"{prog}: error: {one_line(e)}\n")
                     os._exit(e.exit_code)
                 raise
-            if as_command and _finishing:
+            if as_command and _finishing.is_set():
                 sys.stdout.flush()
                 last_word("")
                 os._exit(code)
