@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -18,6 +19,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("MNIST_CORE_DATA_DIR", None)
 # --jit-compile auto caches its decisions: in a directory of this test session, never ~/.cache.
 os.environ["MNIST_CORE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="mnist_core_test_cache_")
+
+# A test runner started as a background job of a non-interactive shell (`bash .ci/run &`)
+# has SIGINT ignored, and so would every command a test starts: Python keeps an inherited
+# SIG_IGN, and the tests that press Ctrl-C in a command would see nothing happen. The
+# commands start with Ctrl-C working, as they do from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
