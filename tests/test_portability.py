@@ -121,9 +121,9 @@ def test_resume_from_any_path_finds_its_checkpoints_and_rotates_them(data_dir, t
     assert not (checkpoints / "damaged").exists()
 
 
-@pytest.mark.parametrize("kind", ["relative", "spaces-unicode"])
-def test_a_run_is_used_from_another_directory_and_after_it_is_moved(data_dir, tmp_path, kind):
-    work, out = _run_dir(tmp_path, kind)
+def test_a_run_is_used_from_another_directory_and_after_it_is_moved(data_dir, tmp_path):
+    # A relative --output-dir with a space and non-ASCII letters: the hardest of the names.
+    work, out = _run_dir(tmp_path, "spaces-unicode")
     relative_data = os.path.relpath(data_dir, work)
     _train(work, "--data-dir", relative_data, "--epochs", "1", "--output-dir", out, "--export-savedmodel")
     elsewhere = tmp_path / "elsewhere"
