@@ -180,11 +180,14 @@ def _without_names(value):
     return value
 
 
-def cache_key(config, model, factory, replicas: int, steps_per_loop: int) -> str:
+def cache_key(config, model, factory, replicas: int, steps_per_loop: int, loop: str = "pipeline") -> str:
+    """The cache's key of a decision: everything the timing depended on (``loop``: whether
+    the loop gathers its own batches, when XLA compiles whole calls, or takes tf.data's)."""
     import keras
     import tensorflow as tf
 
     fields = {
+        "loop": loop,
         "model": hashlib.sha256(_model_code(model, factory).encode()).hexdigest(),
         "optimizer": config.optimizer, "update": config.update, "on_nonfinite": config.on_nonfinite,
         "batch_size": config.batch_size,

@@ -116,6 +116,79 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
     return train_loop
 
 
+class ResidentTrainLoop:
+    """``train_loop(batches, num_steps)`` for one replica whose batches are gathered in the program.
+
+    The input is a :class:`mnist_core.data.ResidentBatches` (the training set as tensors on
+    the device); each step gathers and normalises its batch inside the compiled program,
+    in the same order and with the same ops as the tf.data pipeline, and runs
+    mnist_core's explicit step. With ``jit_compile`` the whole call — every step, its
+    batch and the sums — is one XLA program (what ``--jit-compile`` means on one replica);
+    XLA compiles it once: the arrays, the epoch's batch indices and the counts keep their
+    shapes from call to call.
+
+    The result is :func:`make_train_loop`'s. A call that would run into a third epoch is
+    split into calls of at most two (the program is given the batch indices of the
+    current epoch and the next).
+    """
+
+    def __init__(self, strategy, train_step: Callable, *, jit_compile: bool, input_shape: Sequence[int],
+                 pixels: str = "unit", on_trace: Optional[Callable[[], None]] = None, variables: Sequence = (),
+                 update_counter=None):
+        from mnist_core.data.pipeline import encode_labels, normalize_images
+
+        def loop(images, labels, orders, offset, num_steps):
+            if on_trace is not None:
+                on_trace()
+            per_epoch = tf.shape(orders)[1]
+            updates_before = _counter(update_counter)
+
+            def body(i, totals):
+                index = offset + i
+                batch = tf.gather(orders[index // per_epoch], index % per_epoch)
+                inputs = (normalize_images(tf.gather(images, batch), input_shape, pixels),
+                          encode_labels(tf.gather(labels, batch)))
+                per_replica = strategy.run(train_step, args=(inputs,))
+                loss = strategy.reduce(SUM, per_replica["loss"], axis=None)
+                finite = tf.math.is_finite(loss)
+                return i + 1, {
+                    "loss": totals["loss"] + tf.where(finite, loss, 0.0),
+                    "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
+                    "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
+                    "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
+                }
+
+            _, totals = tf.while_loop(lambda i, _: i < num_steps, body,
+                                      (tf.constant(0, tf.int32), _zeros(_KEYS + ("nonfinite",))))
+            return _health(totals, updates_before, update_counter, num_steps, variables)
+
+        self._loop = tf.function(loop, jit_compile=jit_compile)
+
+    def _arguments(self, batches, offset, num_steps):
+        epoch = batches.position // batches.steps_per_epoch
+        return (batches.images, batches.labels, batches.orders(epoch), tf.constant(offset, tf.int32),
+                tf.constant(num_steps, tf.int32))
+
+    def get_concrete_function(self, batches, num_steps_spec=None):
+        """Traces the call for ``batches`` (the controller traces before training)."""
+        return self._loop.get_concrete_function(*self._arguments(batches, 0, 1))
+
+    def __call__(self, batches, num_steps) -> Dict[str, tf.Tensor]:
+        remaining = int(num_steps)
+        out: Dict[str, tf.Tensor] = {}
+        while True:
+            offset = batches.position % batches.steps_per_epoch
+            steps = min(remaining, 2 * batches.steps_per_epoch - offset)
+            result = self._loop(*self._arguments(batches, offset, steps))
+            batches.position += steps
+            remaining -= steps
+            # Sums add up over the pieces; whether the weights are finite is the last piece's.
+            out = {key: value if key == "weights_finite" or key not in out else out[key] + value
+                   for key, value in result.items()}
+            if remaining <= 0:
+                return out
+
+
 def make_eval_loop(strategy, eval_step: Callable, on_trace: Optional[Callable[[], None]] = None):
     """Returns ``eval_loop(distributed_dataset) -> {"loss", "correct", "count"}`` sums.
 

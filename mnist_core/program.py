@@ -157,6 +157,11 @@ class Program:
     labels: str = "sparse"  # how the pipeline gives targets: class indices, or one_hot rows
     keras_eval: bool = False  # evaluation runs the model's test_step (else mnist_core's eval step)
     update_note: Optional[str] = None  # why --update fused fell back to Keras' update
+    # One replica and mnist_core's step: the loop gathers each batch from the training set
+    # held on the device (data.ResidentBatches, loop.ResidentTrainLoop), no tf.data pipeline.
+    resident: bool = False
+    num_train: int = 0
+    _images_dtype: np.dtype = np.dtype(np.uint8)  # of the data the run trains on (its probes copy it)
 
     @property
     def keras_protocol(self) -> bool:
@@ -182,7 +187,7 @@ class Program:
         if self.jit is None:
             def make_iterator():
                 # Random batches of the run's shape: the timing depends on shapes, not pixels.
-                return self.train_iterator(data_lib.synthetic(self.batch_per_step, test_size=1, seed=0))
+                return self.train_iterator(self._probe_data())
 
             variables = [*self.model.variables, *self.optimizer.variables]
             self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
@@ -205,8 +210,8 @@ class Program:
         variables = [*self.model.variables, *self.optimizer.variables]
         probes = [(self.eval_loops[True], lambda: self.eval_input(*_random_images(2 * self.strategy.num_replicas_in_sync)))]
         if self.jit_decision.reason != "timed":  # timing has already run the XLA training loop
-            probes.insert(0, (self.train_loops[True], lambda: self.train_iterator(
-                data_lib.synthetic(self.batch_per_step, test_size=1, seed=0)), tf.constant(1, tf.int32)))
+            probes.insert(0, (self.train_loops[True], lambda: self.train_iterator(self._probe_data()),
+                              tf.constant(1, tf.int32)))
         try:
             for loop, make_input, *args in probes:
                 autojit.run_once(loop, make_input, variables, self.model.reset_metrics, *args)
@@ -220,11 +225,27 @@ class Program:
             if self.jit_key:
                 autojit.remember(self.jit_key, self.jit_decision)
 
+    def _probe_data(self) -> data_lib.MnistData:
+        """Random data for timing and probing the loops without touching the run's data: a
+        batch, or, when the loop holds the training set, a set of the run's size and type
+        (XLA compiles for the shapes it is given: the run then reuses the probe's program)."""
+        data = data_lib.synthetic(self.num_train if self.resident else self.batch_per_step, test_size=1, seed=0)
+        if self.resident and self._images_dtype != np.uint8:
+            data = dataclasses.replace(data, train_images=(data.train_images / 255.0).astype(self._images_dtype))
+        return data
+
     def _options(self) -> tf.data.Options:
         return dataset_options(self.config.strategy == "multi_worker")
 
     def train_iterator(self, data: data_lib.MnistData, start_step: int = 0):
-        """The distributed iterator over the (endless) training batches from ``start_step``."""
+        """The training input from ``start_step``: the distributed iterator over the (endless)
+        training batches, or, when the loop gathers its own batches, the training set on the
+        device (:class:`mnist_core.data.ResidentBatches`), in the same order either way."""
+        if self.resident:
+            self._images_dtype = np.dtype(data.train_images.dtype)
+            return data_lib.ResidentBatches(data.train_images, data.train_labels,
+                                            global_batch_size=self.batch_per_step or self.config.batch_size,
+                                            seed=self.config.seed, start_step=start_step)
         dataset = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
@@ -398,11 +419,16 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     # but cannot be evaluated by it: mnist_core evaluates it with its own cross-entropy.
     keras_eval = keras_path and ("test_step" in protocol or model.loss is not None)
     steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
+    # One replica of mnist_core's step on in-memory data without --augment (whose random
+    # transformations stay in the tf.data pipeline, where XLA need not compile them): the
+    # loop holds the training set and gathers its batches itself.
+    resident = config.strategy == "default" and not keras_path and config.augment == "off"
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
     jit_key = None
     if plan is None:
         # A decision cached by an earlier run: build (and trace) only the variant it chose.
-        jit_key = autojit.cache_key(config, model, spec.factory, replicas, steps_per_loop)
+        jit_key = autojit.cache_key(config, model, spec.factory, replicas, steps_per_loop,
+                                    loop="resident" if resident else "pipeline")
         plan = autojit.cached(jit_key)
     if config.jit_compile == "on" and replicas > 1 and has_synchronized_batchnorm(model):
         raise ConfigError(
@@ -420,11 +446,17 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             train_loops[jit] = loop_lib.make_keras_train_loop(
                 strategy, loop_lib.make_keras_step(strategy, train_step), on_trace=on_trace, **health)
         else:
+            # A resident loop is compiled whole; the step inside it is not compiled again.
             train_step = step_lib.make_train_step(
-                model, optimizer, config.batch_size, jit_compile=jit, num_replicas=replicas,
+                model, optimizer, config.batch_size, jit_compile=jit and not resident, num_replicas=replicas,
                 label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps if accumulate_in_step else 1,
                 from_logits=from_logits, categorical=categorical)
-            train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
+            if resident:
+                train_loops[jit] = loop_lib.ResidentTrainLoop(strategy, train_step, jit_compile=jit,
+                                                              input_shape=input_shape, pixels=config.pixels,
+                                                              on_trace=on_trace, **health)
+            else:
+                train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
         if keras_eval:
             eval_loops[jit] = loop_lib.make_keras_eval_loop(
                 strategy, loop_lib.make_keras_step(strategy, keras_step.make_test_step(model, jit_compile=jit)))
@@ -436,7 +468,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         train_loops=train_loops, eval_loops=eval_loops, steps_per_epoch=steps_per_epoch,
         batch_per_step=batch_per_step, input_shape=input_shape, trained_before=trained_before,
         steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, update_note=update_note,
-        outputs=outputs,
+        outputs=outputs, resident=resident, num_train=num_train,
         labels=labels, keras_eval=keras_eval,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )

@@ -29,6 +29,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not loaded
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than the cores. Most tests spend part of their time
     waiting on commands they start (TensorFlow's start-up in another process, a peer's

@@ -5,7 +5,7 @@
 ``formats``    IDX files and Keras' ``mnist.npz``, read and checked
 ``arrays``     numpy arrays given by the user (``data=``), checked as files are
 ``sources``    ``--data-dir``, the resolution order without it, TFDS, synthetic data
-``pipeline``   the tf.data training and evaluation pipelines
+``pipeline``   the training order, the tf.data pipelines, the batches held on the device
 =============  ==========================================================================
 
 Everything a caller needs is importable from here (``mnist_core.data.load``).
@@ -21,9 +21,17 @@ from mnist_core.data.dataset import (
     split_validation,
 )
 from mnist_core.data.formats import IDX_FILES, has_idx_files, load_idx_dir, load_npz, read_idx
-from mnist_core.data.pipeline import eval_dataset, normalize_images, train_dataset
+from mnist_core.data.pipeline import (
+    ResidentBatches,
+    encode_labels,
+    epoch_batch_indices,
+    eval_dataset,
+    normalize_images,
+    train_dataset,
+)
 from mnist_core.data.sources import load, load_from_path, load_tfds, synthetic, tfds_prepared
 
-__all__ = ["FASHION_CLASSES", "IDX_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MnistData", "class_names", "eval_dataset",
+__all__ = ["FASHION_CLASSES", "IDX_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MnistData", "ResidentBatches", "class_names",
+           "encode_labels", "epoch_batch_indices", "eval_dataset",
            "from_arrays", "has_idx_files", "load", "load_from_path", "load_idx_dir", "load_npz", "load_tfds",
            "normalize_images", "pixel_scale", "read_idx", "split_validation", "synthetic", "tfds_prepared", "train_dataset"]
