@@ -140,12 +140,12 @@ class ResidentTrainLoop:
         def loop(images, labels, orders, offset, num_steps):
             if on_trace is not None:
                 on_trace()
-            per_epoch = tf.shape(orders)[1]
             updates_before = _counter(update_counter)
 
             def body(i, totals):
-                index = offset + i
-                batch = tf.gather(orders[index // per_epoch], index % per_epoch)
+                # tf.gather, not orders[offset + i]: XLA would take a slice's start as a
+                # compile-time constant and compile the program again for every call.
+                batch = tf.gather(orders, offset + i)
                 inputs = (normalize_images(tf.gather(images, batch), input_shape, pixels),
                           encode_labels(tf.gather(labels, batch)))
                 per_replica = strategy.run(train_step, args=(inputs,))

@@ -84,22 +84,22 @@ class ResidentBatches:
         import tensorflow as tf
 
         n = len(labels)
-        self.steps_per_epoch = n // global_batch_size
+        self.num_examples, self.steps_per_epoch = n, n // global_batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
-        self.images = tf.convert_to_tensor(images)
-        self.labels = tf.convert_to_tensor(labels)
+        self.images = tf.Variable(images, trainable=False)
+        self.labels = tf.Variable(labels, trainable=False)
         self.global_batch_size, self.seed, self.position = global_batch_size, int(seed), int(start_step)
         self._orders: dict = {}
 
     def orders(self, epoch: int):
-        """Batch indices of ``epoch`` and the next: int64 ``[2, steps_per_epoch, B]``."""
+        """Batch indices of ``epoch`` and the next, one batch a row: int64 ``[2 * steps_per_epoch, B]``."""
         import tensorflow as tf
 
         if epoch not in self._orders:
             with tf.device("/cpu:0"):  # where the tf.data pipeline draws the same permutations
-                pair = tf.stack([epoch_batch_indices(len(self.labels), self.global_batch_size, self.seed, e)
-                                 for e in (epoch, epoch + 1)])
+                pair = tf.concat([epoch_batch_indices(self.num_examples, self.global_batch_size, self.seed, e)
+                                  for e in (epoch, epoch + 1)], axis=0)
             self._orders = {epoch: tf.identity(pair)}  # only the current pair is kept
         return self._orders[epoch]
 
