@@ -62,6 +62,19 @@ def _counter(variable) -> tf.Tensor:
     return tf.cast(_read(variable), tf.float32)
 
 
+def _add_step(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
+    """``totals`` plus one step of mnist_core's explicit step: its loss only if finite (a
+    non-finite one is counted in ``nonfinite``), its correct predictions and examples."""
+    loss = strategy.reduce(SUM, per_replica["loss"], axis=None)
+    finite = tf.math.is_finite(loss)
+    return {
+        "loss": totals["loss"] + tf.where(finite, loss, 0.0),
+        "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
+        "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
+        "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
+    }
+
+
 def _health(totals: Dict[str, tf.Tensor], updates_before, update_counter, num_steps,
             variables) -> Dict[str, tf.Tensor]:
     """Adds ``skipped`` (steps whose update the optimizer did not apply) and ``weights_finite``."""
@@ -102,15 +115,7 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
         updates_before = _counter(update_counter)
         totals = _zeros(_KEYS + ("nonfinite",))
         for _ in tf.range(num_steps):
-            per_replica = strategy.run(train_step, args=(next(iterator),))
-            loss = strategy.reduce(SUM, per_replica["loss"], axis=None)
-            finite = tf.math.is_finite(loss)
-            totals = {
-                "loss": totals["loss"] + tf.where(finite, loss, 0.0),
-                "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
-                "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
-                "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
-            }
+            totals = _add_step(strategy, totals, strategy.run(train_step, args=(next(iterator),)))
         return _health(totals, updates_before, update_counter, num_steps, variables)
 
     return train_loop
@@ -119,7 +124,7 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
 class ResidentTrainLoop:
     """``train_loop(batches, num_steps)`` for one replica whose batches are gathered in the program.
 
-    The input is a :class:`mnist_core.data.ResidentBatches` (the training set as tensors on
+    The input is a :class:`mnist_core.data.ResidentBatches` (the training set in variables on
     the device); each step gathers and normalises its batch inside the compiled program,
     in the same order and with the same ops as the tf.data pipeline, and runs
     mnist_core's explicit step. With ``jit_compile`` the whole call — every step, its
@@ -149,15 +154,7 @@ class ResidentTrainLoop:
                 batch = tf.gather(orders, offset + i)
                 inputs = (normalize_images(tf.gather(images, batch), input_shape, pixels),
                           encode_labels(tf.gather(labels, batch)))
-                per_replica = strategy.run(train_step, args=(inputs,))
-                loss = strategy.reduce(SUM, per_replica["loss"], axis=None)
-                finite = tf.math.is_finite(loss)
-                return i + 1, {
-                    "loss": totals["loss"] + tf.where(finite, loss, 0.0),
-                    "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
-                    "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
-                    "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
-                }
+                return i + 1, _add_step(strategy, totals, strategy.run(train_step, args=(inputs,)))
 
             _, totals = tf.while_loop(lambda i, _: i < num_steps, body,
                                       (tf.constant(0, tf.int32), _zeros(_KEYS + ("nonfinite",))))

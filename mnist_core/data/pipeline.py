@@ -48,6 +48,17 @@ def encode_labels(labels, form: str = "sparse"):
     return tf.cast(labels, tf.int32)
 
 
+def steps_per_epoch(n: int, global_batch_size: int) -> int:
+    """Full batches in ``n`` examples (the remainder is dropped); at least one.
+
+    Raises:
+        ValueError: fewer examples than one batch.
+    """
+    if n < global_batch_size:
+        raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
+    return n // global_batch_size
+
+
 def epoch_batch_indices(n: int, global_batch_size: int, seed: int, epoch):
     """The example indices of every training batch of ``epoch``: int64 ``[n // B, B]``.
 
@@ -65,16 +76,20 @@ def epoch_batch_indices(n: int, global_batch_size: int, seed: int, epoch):
 
 
 class ResidentBatches:
-    """The training set held as two tensors on the device, and where training is in it.
+    """The training set held in two non-trainable variables on the device, and where
+    training is in it.
 
     The input of the one-replica loop (:class:`mnist_core.loop.ResidentTrainLoop`), which
-    gathers each step's batch from these tensors inside the compiled program, in
+    gathers each step's batch from these variables inside the compiled program, in
     :func:`epoch_batch_indices`' order: the same batches as :func:`train_dataset` from
     the same ``start_step``, with no tf.data pipeline between the steps.
 
     Why: on a small model the pipeline's hand-over costs a tenth of a step, and with the
     batches inside the program XLA can compile a whole loop call, steps and gathering
     together (deep_mlp 2.7 ms a step against 3.4 through the pipeline, 2 cores).
+
+    Variables, not tensors: a tensor argument is copied into every XLA call (deep_mlp
+    with XLA: 35k img/s against 43k).
 
     Attributes:
         position: The global step of the next batch (advanced by the loop).
@@ -83,25 +98,23 @@ class ResidentBatches:
     def __init__(self, images, labels, *, global_batch_size: int, seed: int, start_step: int = 0):
         import tensorflow as tf
 
-        n = len(labels)
-        self.num_examples, self.steps_per_epoch = n, n // global_batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
+        self.num_examples = len(labels)
+        self.steps_per_epoch = steps_per_epoch(self.num_examples, global_batch_size)
         self.images = tf.Variable(images, trainable=False)
         self.labels = tf.Variable(labels, trainable=False)
         self.global_batch_size, self.seed, self.position = global_batch_size, int(seed), int(start_step)
-        self._orders: dict = {}
+        self._orders = (None, None)  # (epoch, its indices and the next's): drawn once per epoch
 
     def orders(self, epoch: int):
         """Batch indices of ``epoch`` and the next, one batch a row: int64 ``[2 * steps_per_epoch, B]``."""
         import tensorflow as tf
 
-        if epoch not in self._orders:
+        if self._orders[0] != epoch:
             with tf.device("/cpu:0"):  # where the tf.data pipeline draws the same permutations
                 pair = tf.concat([epoch_batch_indices(self.num_examples, self.global_batch_size, self.seed, e)
                                   for e in (epoch, epoch + 1)], axis=0)
-            self._orders = {epoch: tf.identity(pair)}  # only the current pair is kept
-        return self._orders[epoch]
+            self._orders = (epoch, tf.identity(pair))  # the identity moves them to the loop's device
+        return self._orders[1]
 
 
 def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
@@ -129,9 +142,7 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     import tensorflow as tf
 
     n = len(labels)
-    per_epoch = n // global_batch_size
-    if per_epoch < 1:
-        raise ValueError(f"a batch of {global_batch_size} needs at least that many examples, got {n}")
+    per_epoch = steps_per_epoch(n, global_batch_size)
     seed = int(seed)
 
     def epoch_batches(epoch):
