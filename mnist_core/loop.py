@@ -31,24 +31,34 @@ import tensorflow as tf
 # distribution, so the warning says nothing about this code.
 warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options", category=UserWarning)
 
+# AutoGraph converts only the loops' own ``for`` statements. Everything they call is plain
+# tensor code, left unconverted as Keras' trainer leaves its step (``do_not_convert``):
+# the steps and these helpers. Converting them (parsing and rewriting each function's
+# source) cost about a second of every run's start on 2 CPU cores.
+_plain = tf.autograph.experimental.do_not_convert
+
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
 _KEYS = ("loss", "correct", "count")
 
 
+@_plain
 def _zeros(keys=_KEYS) -> Dict[str, tf.Tensor]:
     return {key: tf.constant(0.0, tf.float32) for key in keys}
 
 
+@_plain
 def _accumulate(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
     return {key: totals[key] + strategy.reduce(SUM, per_replica[key], axis=None) for key in _KEYS}
 
 
+@_plain
 def _read(variable) -> tf.Tensor:
     # Keras variables wrap a tf.Variable (a distributed one under a strategy).
     return tf.convert_to_tensor(getattr(variable, "value", variable))
 
 
+@_plain
 def _all_finite(variables: Sequence) -> tf.Tensor:
     """True if every element of every variable is finite (one pass, once per loop call)."""
     if not variables:
@@ -56,12 +66,14 @@ def _all_finite(variables: Sequence) -> tf.Tensor:
     return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(_read(v))) for v in variables]))
 
 
+@_plain
 def _counter(variable) -> tf.Tensor:
     if variable is None:
         return tf.constant(0.0, tf.float32)
     return tf.cast(_read(variable), tf.float32)
 
 
+@_plain
 def _add_step(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
     """``totals`` plus one step of mnist_core's explicit step: its loss only if finite (a
     non-finite one is counted in ``nonfinite``), its correct predictions and examples."""
@@ -75,6 +87,7 @@ def _add_step(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict
     }
 
 
+@_plain
 def _health(totals: Dict[str, tf.Tensor], updates_before, update_counter, num_steps,
             variables) -> Dict[str, tf.Tensor]:
     """Adds ``skipped`` (steps whose update the optimizer did not apply) and ``weights_finite``."""
@@ -107,6 +120,8 @@ def make_train_loop(strategy, train_step: Callable, on_trace: Optional[Callable[
             once per applied update: ``skipped`` is the steps run minus that advance.
             ``None`` for an optimizer that never skips.
     """
+
+    train_step = _plain(train_step)
 
     @tf.function
     def train_loop(iterator, num_steps):
@@ -160,7 +175,8 @@ class ResidentTrainLoop:
                                       (tf.constant(0, tf.int32), _zeros(_KEYS + ("nonfinite",))))
             return _health(totals, updates_before, update_counter, num_steps, variables)
 
-        self._loop = tf.function(train_loop, jit_compile=jit_compile)
+        # No AutoGraph: the loop is an explicit tf.while_loop.
+        self._loop = tf.function(train_loop, jit_compile=jit_compile, autograph=False)
 
     def _arguments(self, batches, offset, num_steps):
         epoch = batches.position // batches.steps_per_epoch
@@ -193,6 +209,8 @@ def make_eval_loop(strategy, eval_step: Callable, on_trace: Optional[Callable[[]
     Iterates the finite dataset to its end inside the graph, so every example is counted
     exactly once, including a final batch smaller than the replica count.
     """
+
+    eval_step = _plain(eval_step)
 
     @tf.function
     def eval_loop(dataset):

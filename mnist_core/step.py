@@ -137,9 +137,9 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
         return loss, correct
 
     if jit_compile and num_replicas == 1:
-        step = tf.function(step, jit_compile=True, reduce_retracing=True)
+        step = tf.function(step, jit_compile=True, reduce_retracing=True, autograph=False)
     elif jit_compile:
-        compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
+        compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True, autograph=False)
 
         def step(images, labels):
             loss, correct, gradients = compiled(images, labels)
@@ -179,5 +179,5 @@ def make_eval_step(model, *, jit_compile: bool = False, from_logits: bool = True
         return {"loss": loss_sum, "correct": _correct(labels, logits), "count": count}
 
     if jit_compile:
-        sums = tf.function(sums, jit_compile=True, reduce_retracing=True)
+        sums = tf.function(sums, jit_compile=True, reduce_retracing=True, autograph=False)
     return eval_step

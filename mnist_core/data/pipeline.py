@@ -30,7 +30,10 @@ def normalize_images(images, input_shape: Sequence[int], pixels: str = "unit"):
 
 
 def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = "sparse"):
+    import tensorflow as tf
 
+    # Plain tensor code: AutoGraph (tf.data's default for map functions) has nothing to convert.
+    @tf.autograph.experimental.do_not_convert
     def normalize(images, targets):
         # Scale on the batch, not per example: one vectorised op per batch instead of
         # one per image is what keeps the pipeline far ahead of the model.
@@ -145,6 +148,7 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     per_epoch = steps_per_epoch(n, global_batch_size)
     seed = int(seed)
 
+    @tf.autograph.experimental.do_not_convert
     def epoch_batches(epoch):
         return tf.data.Dataset.from_tensor_slices(epoch_batch_indices(n, global_batch_size, seed, epoch))
 
@@ -162,6 +166,7 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     # from [seed, batch], so a resumed run transforms its batches as an uninterrupted one.
     steps = tf.data.Dataset.counter(skip_batches)
 
+    @tf.autograph.experimental.do_not_convert
     def gather(batch, step, arrays):
         images, labels = tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
         if transform is not None:
