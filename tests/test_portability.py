@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core.data import FASHION_CLASSES
 
-NAMES = {"relative": "runs/a", "absolute": None, "symlinked": "linked/a", "spaces-unicode": "my runs/ünïcode a"}
+NAMES = {"absolute": None, "symlinked": "linked/a", "spaces-unicode": "my runs/ünïcode a"}
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +104,15 @@ def test_export_never_replaces_a_directory_that_is_not_its_savedmodel(tmp_path):
 # ---------------------------------------------------------------- no false alarms, from any directory
 
 
-@pytest.mark.parametrize("kind", sorted(NAMES))
+# Relative with a space and non-ASCII letters (the hardest relative name), absolute, and
+# relative through a symbolic link.
+@pytest.mark.parametrize("kind", ["spaces-unicode", "absolute", "symlinked"])
 def test_resume_from_any_path_finds_its_checkpoints_and_rotates_them(data_dir, tmp_path, kind):
     work, out = _run_dir(tmp_path, kind)
     _train(work, "--data-dir", str(data_dir), "--epochs", "1", "--keep-checkpoints", "1", "--output-dir", out)
     # The order of a set of paths, random per process, once decided whether a relative
     # directory's checkpoint was tried twice (once as a damaged one): several hash seeds.
-    seeds = ("0", "1", "2") if kind == "relative" else ("3",)
+    seeds = ("0", "1", "2") if kind == "spaces-unicode" else ("3",)
     for epochs, hashseed in enumerate(seeds, start=2):
         result = _train(work, "--data-dir", str(data_dir), "--epochs", str(epochs), "--keep-checkpoints", "1",
                         "--output-dir", out, "--resume", env={"PYTHONHASHSEED": hashseed})
