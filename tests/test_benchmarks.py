@@ -127,20 +127,25 @@ def test_peers_suite_runs_with_whatever_is_installed(tmp_path):
 
     data = make_idx_dir(tmp_path / "data", n_train=640, n_test=100)
     out = tmp_path / "peers.jsonl"
+    # Mixed precision as the GPU run asks for it (--precisions), here on the CPU.
     result = run_cli("benchmarks.run", "--suite", "peers", "--data-dir", str(data), "--models", "mlp",
-                     "--batch-sizes", "64", "--window-seconds", "0.01", "--repeats", "2", "--json", str(out))
+                     "--batch-sizes", "64", "--window-seconds", "0.01", "--repeats", "2",
+                     "--precisions", "float32,mixed_bfloat16", "--json", str(out))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    names = {r["name"] for r in records}
-    assert "mnist_core mlp" in names
+    by_name = {r["name"]: r for r in records}
+    assert by_name["mnist_core mlp"]["config"]["precision"] == "float32"
+    assert by_name["mnist_core mlp mixed_bfloat16"]["config"]["precision"] == "mixed_bfloat16"
     absent = missing()
     for framework in ("torch", "jax"):
         said = f"peers: {framework} is not available here" in result.stdout
         assert said == (framework in absent), result.stdout
-    if "jax" not in absent:
-        assert "ratio mnist_core/jax.jit mlp" in names
-    if "torch" not in absent:
-        assert "ratio mnist_core/torch eager mlp" in names
+    for label in ("", " mixed_bfloat16"):
+        if "jax" not in absent:
+            assert f"ratio mnist_core/jax.jit mlp{label}" in by_name
+        if "torch" not in absent:
+            assert f"ratio mnist_core/torch eager mlp{label}" in by_name
+            assert by_name[f"torch eager mlp{label}"]["config"]["precision"] == (label.strip() or "float32")
 
 
 def test_update_diff_reports_every_optimizer_step_by_step(tmp_path):
