@@ -45,10 +45,19 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+# Functions whose refusals name their arguments, not the command line's flags.
+_PYTHON_WORDS = ("load_data", "from_arrays", "load_model", "load_classifier", "export_savedmodel", "evaluate_model",
+                 "predict_proba")
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
         value = getattr(importlib.import_module(module), attr)
+        if name in _PYTHON_WORDS:
+            from mnist_core.errors import in_python_words
+
+            value = in_python_words(value)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mnist_core' has no attribute {name!r}")

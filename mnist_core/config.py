@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Mapping, Optional, Tuple
 
 from mnist_core.errors import ConfigError
 
-DATASETS = ("mnist", "fashion_mnist", "synthetic")
+DATASETS = ("mnist", "fashion_mnist", "synthetic")  # mnist_core's own; any TFDS name works too
+# A TensorFlow Datasets name: ``kmnist``, ``emnist/letters``, ``cifar10:3.0.2``.
+TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[a-z0-9_]+)?(:[0-9][0-9.*]*)?$")
 OPTIMIZERS = ("adam", "rmsprop", "adadelta", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "onecycle")
 AUGMENT = ("off", "auto", "digits", "clothing")
@@ -37,8 +40,10 @@ class TrainConfig:
     """Everything that defines a training run.
 
     Attributes:
-        dataset: ``mnist``, ``fashion_mnist`` or ``synthetic`` (random images, for
-            throughput runs only).
+        dataset: ``mnist``, ``fashion_mnist``, ``synthetic`` (random images, for
+            throughput runs only), or any TensorFlow Datasets image-classification name
+            (``kmnist``, ``emnist/letters``, ``cifar10``...); with ``data_dir`` of CSV or
+            image folders, the name the run gives its data.
         data_dir: Directory with the four IDX files (gzip or raw), a Keras ``mnist.npz``
             (or a directory holding one), or a TFDS data directory. ``None`` resolves it
             (see ``mnist_core.data.resolve``).
@@ -82,7 +87,13 @@ class TrainConfig:
         eval_batch_size: Batch size of evaluation (it keeps no activations for a
             backward pass, so it can be larger than training's).
         eval_every: Evaluate every N epochs (the last epoch always).
-        val_split: Fraction of the training set held out for validation.
+        val_split: Fraction of the training set held out for validation; for data without
+            a labelled test split (a CSV, one folder of class folders, ``(x, y)``), the
+            fraction held out as its test split.
+        class_weight: Weigh each training example's loss by its class, as ``fit``'s
+            ``class_weight``: ``balanced`` (``n / (classes * count(class))``, as
+            scikit-learn's) or ``"0:1,3:2.5"`` (class:weight pairs; classes not named weigh
+            1). From Python a ``{class: weight}`` dict is taken too. ``None``: off.
         seed: Seed of weights, shuffling and dropout.
         jit_compile: ``auto`` (compile the step with XLA where timing both shows it is
             faster; see :mod:`mnist_core.autojit`), ``on`` or ``off``. ``True``/``False``
@@ -146,6 +157,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     eval_every: int = 1
     val_split: float = 0.0
+    class_weight: Optional[str] = None
     seed: int = 42
     jit_compile: str = "auto"
     strategy: str = "default"
@@ -181,7 +193,13 @@ class TrainConfig:
             object.__setattr__(self, "callbacks", tuple(self.callbacks))
         if not isinstance(self.callbacks, tuple) or not all(isinstance(c, str) and c.strip() for c in self.callbacks):
             raise ConfigError(f"--callback must be package.module:factory names, got {self.callbacks!r}")
-        _choice("--dataset", self.dataset, DATASETS)
+        if not isinstance(self.dataset, str) or not (self.dataset in DATASETS or TFDS_NAME.match(self.dataset)):
+            raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)} or a TensorFlow Datasets name "
+                              f"(kmnist, emnist/letters, cifar10...); got {_flag_value(self.dataset)}")
+        if isinstance(self.class_weight, Mapping):  # fit's form, from Python
+            object.__setattr__(self, "class_weight", ",".join(f"{k}:{v}" for k, v in self.class_weight.items()))
+        if self.class_weight is not None:
+            self.class_weights  # validates
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("--strategy", self.strategy, STRATEGIES)
@@ -284,6 +302,24 @@ class TrainConfig:
             raise ConfigError(f"--profile-steps must be two step numbers A,B with 1 <= A <= B, "
                               f"got {self.profile_steps!r}")
         return first, last
+
+    @property
+    def class_weights(self):
+        """``class_weight`` parsed: ``None``, ``"balanced"``, or ``{class: weight}``."""
+        value = self.class_weight
+        if value is None or value == "balanced":
+            return value
+        weights = {}
+        try:
+            for pair in str(value).split(","):
+                key, weight = pair.split(":")
+                weights[int(key)] = float(weight)
+        except ValueError:
+            weights = {}
+        if not weights or not all(k >= 0 and math.isfinite(w) and w >= 0 for k, w in weights.items()):
+            raise ConfigError(f"--class-weight must be balanced or class:weight pairs like 0:1,3:2.5 "
+                              f"(classes 0 or more, weights finite and not negative); got {_flag_value(value)}")
+        return weights
 
     @property
     def learning_rate(self) -> float:

@@ -101,3 +101,41 @@ def one_line(message: str) -> str:
     """Collapses a message onto one line (and drops terminal colour codes that Keras
     puts in its exceptions), so the CLI contract "one-line error" holds."""
     return " ".join(_ANSI.sub("", str(message)).split())
+
+
+# A flag whose Python argument has another name.
+_PYTHON_NAMES = {"model-path": "model"}
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)( (?:'[^']*'|\"[^\"]*\"|-?[0-9][\w.+-]*|"
+                   r"[^\s;,]*[/\\][^\s;,]*|on|off|auto|true|false|balanced)(?=[\s;,:)]|$))?")
+
+
+def python_words(message: str) -> str:
+    """A message in the words of a Python call: ``--batch-size 64`` becomes
+    ``batch_size=64`` (a flag followed by its value), ``--dataset must be...`` becomes
+    ``dataset must be...`` (a flag named alone)."""
+
+    def rename(match: "re.Match") -> str:
+        flag = match.group(1)
+        name = _PYTHON_NAMES.get(flag, flag.replace("-", "_"))
+        value = match.group(2)
+        return f"{name}={value[1:]}" if value else name
+
+    return _FLAG.sub(rename, message)
+
+
+def in_python_words(function):
+    """Wraps a public Python function so that its :class:`MnistCoreError` messages name
+    arguments, not command-line flags (same exception, same exit status)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except LostWorkerError:
+            raise
+        except MnistCoreError as e:
+            e.args = (python_words(str(e)), *e.args[1:])
+            raise
+
+    return wrapper

@@ -25,7 +25,8 @@ def build_parser():
     p = cli.ArgumentParser(prog=PROG, description="Evaluate a trained mnist_core model on a test set.")
     p.add_argument("--model-path", dest="model_path", required=True, metavar="PATH",
                    help="RUN/model.keras, or a SavedModel directory written by --export-savedmodel")
-    p.add_argument("--dataset", choices=DATASETS, help="dataset (default: the run's, else mnist)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"dataset: {', '.join(DATASETS)} or a TFDS name (default: the run's)")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="data location (default: the run's)")
     p.add_argument("--batch-size", dest="batch_size", type=cli.positive_int, default=512)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -7,6 +7,7 @@ memory: :func:`evaluate_model` is what ``mnist-evaluate`` prints (``--json``) an
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -73,7 +74,8 @@ def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional
     Args:
         model: A path (``RUN/model.keras``, a ``.h5`` file or a SavedModel directory) or a
             ``keras.Model`` (as ``mnist_core.train`` trained it).
-        data: ``(x_test, y_test)`` or ``(x_train, y_train, x_test, y_test)`` arrays, or an
+        data: ``(x_test, y_test)`` or ``(x_train, y_train, x_test, y_test)`` arrays, a
+            ``tf.data.Dataset`` of ``(image, label)`` (all of it evaluated), or an
             :class:`mnist_core.data.MnistData`; default: the test set of the dataset the
             model was trained on.
         batch_size: Images per forward pass.
@@ -93,10 +95,11 @@ def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional
         summary = inference.run_summary(Path(model)) if isinstance(model, (str, Path)) else {}
         test = inference.load_run_data(info, summary, dataset, data_dir)
     else:
-        arrays = (data[0], data[1], data[0], data[1]) if isinstance(data, (tuple, list)) and len(data) == 2 else data
-        test = data_lib.from_arrays(arrays, name=dataset or info.dataset, where="evaluate_model data")
+        test = data_lib.from_arrays(data, name=dataset or info.dataset, where="evaluate_model data")
+        if test.test_labels is None:  # (x_test, y_test), or a tf.data.Dataset: all of it is the test set
+            test = dataclasses.replace(test, test_images=test.train_images, test_labels=test.train_labels)
     logits = classifier.logits(test.test_images, batch_size)
-    names = info.class_names if info.known_dataset else data_lib.class_names(test.name)
+    names = info.class_names if info.known_dataset or len(test.classes) != logits.shape[1] else test.classes
     result = metrics(logits, test.test_labels, names, classifier.regularization_loss)
     result.update(model_path=str(classifier.path), model_format=classifier.format, dataset=test.describe())
     return result

@@ -6,6 +6,9 @@
 * ``fashion``: the Fashion-MNIST recipe: grey, inverted if light-backed, cropped, longest
   side scaled to 28, centred.
 * ``none``: the image must already be 28x28 (light on dark); used as it is.
+* ``resize``: for a model trained on other images than MNIST's 28x28 grey ones (CIFAR-10,
+  a folder of photos): the image scaled to the model's size as it is (no inversion, no
+  cropping), grey or colour as the model takes it. The default for such a model.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from mnist_core.data import IMAGE_SIZE
 from mnist_core.errors import DataError, one_line
 
-PREPROCESS = ("mnist", "fashion", "none")
+PREPROCESS = ("mnist", "fashion", "none", "resize")
 # Ink threshold (of 1.0) for cropping; anti-aliased edges below it are kept by the crop
 # box of the stronger strokes around them.
 _INK = 0.2
@@ -29,6 +32,15 @@ _LUMA = np.array([0.2989, 0.5870, 0.1140])
 
 def _to_gray(array: np.ndarray, where: str) -> np.ndarray:
     """``[H, W]`` float in [0, 1] from ``[H, W]``/``[H, W, 1|2|3|4]`` uint8, uint16 or float."""
+    x = _to_unit(array, where)
+    if x.shape[-1] == 3:
+        return x @ (_LUMA / _LUMA.sum())  # white stays exactly 1.0
+    return x[..., 0]
+
+
+def _to_unit(array: np.ndarray, where: str) -> np.ndarray:
+    """``[H, W, 1|3]`` float in [0, 1] (transparency composited onto white) from
+    ``[H, W]``/``[H, W, 1|2|3|4]`` uint8, uint16 or float."""
     array = np.asarray(array)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise DataError(f"{where}: unsupported array type {array.dtype}")
@@ -54,15 +66,12 @@ def _to_gray(array: np.ndarray, where: str) -> np.ndarray:
         # Transparent areas are background: composite onto white, as a viewer shows it.
         alpha = x[..., -1:]
         x = x[..., :-1] * alpha + (1.0 - alpha)
-    if x.shape[-1] == 3:
-        x = x @ (_LUMA / _LUMA.sum())  # white stays exactly 1.0
-    else:
-        x = x[..., 0]
     return x
 
 
-def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
-    """Yields ``(name, grey [H, W] in [0, 1])`` for the image(s) in one file.
+def read_images(path: str, colour: bool = False) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yields ``(name, grey [H, W] in [0, 1])`` for the image(s) in one file; with
+    ``colour``, ``[H, W, 1|3]`` as the file holds it.
 
     An image of a ``.npy`` stack that cannot be used is yielded as ``(name, DataError)``, so
     the others still are.
@@ -70,6 +79,7 @@ def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
     Raises:
         DataError: the file can't be read or decoded (names the file and why).
     """
+    convert = _to_unit if colour else _to_gray
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: {'is a directory' if p.is_dir() else 'no such file'}")
@@ -78,15 +88,15 @@ def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
             array = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: not a readable .npy array ({one_line(e)})") from None
-        if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4):
+        if array.ndim == 4 or (array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4)):
             for i, image in enumerate(array):
                 # One bad image of a stack is that image's problem, not the stack's.
                 try:
-                    yield f"{path}[{i}]", _to_gray(image, f"{path}[{i}]")
+                    yield f"{path}[{i}]", convert(image, f"{path}[{i}]")
                 except DataError as e:
                     yield f"{path}[{i}]", e
             return
-        yield path, _to_gray(array, path)
+        yield path, convert(array, path)
         return
     import tensorflow as tf
 
@@ -100,7 +110,7 @@ def read_images(path: str) -> Iterator[Tuple[str, np.ndarray]]:
         # Drop the op/device prefix TensorFlow puts before the decoder's own words.
         reason = re.sub(r"\{\{.*?\}\}", "", one_line(e)).strip()[:120]
         raise DataError(f"{path}: not a decodable PNG/JPEG/GIF/BMP image ({reason})") from None
-    yield path, _to_gray(image, path)
+    yield path, convert(image, path)
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -111,12 +121,34 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return tf.image.resize(image[..., None], (height, width), method=method, antialias=True).numpy()[..., 0]
 
 
-def to_model_input(gray: np.ndarray, preprocess: str, where: str = "image") -> np.ndarray:
-    """A grey image in [0, 1] → the uint8 ``[28, 28]`` light-on-black image the model expects.
+def resized(image: np.ndarray, image_shape) -> np.ndarray:
+    """``resize``: an image in [0, 1] (``[H, W]`` or ``[H, W, 1|3]``) as uint8 of the model's
+    ``image_shape`` (``(H, W)`` grey or ``(H, W, C)``), scaled to its size as it is."""
+    import tensorflow as tf
+
+    image = image[..., None] if image.ndim == 2 else image
+    height, width = image_shape[:2]
+    channels = image_shape[2] if len(image_shape) == 3 else 1
+    if image.shape[-1] != channels:
+        image = image @ (_LUMA / _LUMA.sum())[:, None] if channels == 1 else np.repeat(image[..., :1], channels, -1)
+    if image.shape[:2] != (height, width):
+        method = "area" if height <= image.shape[0] and width <= image.shape[1] else "bilinear"
+        image = tf.image.resize(image, (height, width), method=method, antialias=True).numpy()
+    pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    return pixels[..., 0] if len(image_shape) == 2 else pixels
+
+
+def to_model_input(gray: np.ndarray, preprocess: str, where: str = "image",
+                   image_shape=(IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
+    """An image in [0, 1] → the uint8 image the model expects: MNIST's light-on-black
+    ``[28, 28]`` (``mnist``, ``fashion``, ``none``, from a grey image), or the model's
+    ``image_shape`` (``resize``, from a grey or colour one).
 
     Raises:
         DataError: ``none`` with an image that isn't 28x28, or an image with no ink.
     """
+    if preprocess == "resize":
+        return resized(gray, tuple(image_shape))
     if preprocess == "none":
         if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
             raise DataError(f"{where}: --preprocess none needs a 28x28 image, got {gray.shape[0]}x{gray.shape[1]}")
@@ -153,6 +185,9 @@ def to_model_input(gray: np.ndarray, preprocess: str, where: str = "image") -> n
     return np.round(field * 255).astype(np.uint8)
 
 
-def default_preprocess(dataset: Optional[str]) -> str:
-    """The recipe that matches a run's dataset."""
+def default_preprocess(dataset: Optional[str], image_shape=(IMAGE_SIZE, IMAGE_SIZE)) -> str:
+    """The recipe that matches a run's dataset: MNIST's or Fashion-MNIST's for 28x28 grey
+    images, ``resize`` for any other images."""
+    if tuple(image_shape) != (IMAGE_SIZE, IMAGE_SIZE):
+        return "resize"
     return "fashion" if dataset == "fashion_mnist" else "mnist"

@@ -38,7 +38,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from mnist_core.data import IMAGE_SIZE, normalize_images
-from mnist_core.errors import ConfigError, ModelError, one_line
+from mnist_core.errors import ConfigError, DataError, ModelError, one_line
 
 SAVEDMODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
@@ -52,9 +52,12 @@ class ModelInfo:
     """What using a trained model needs besides its weights.
 
     Attributes:
-        dataset: ``mnist``, ``fashion_mnist`` or ``synthetic``.
-        class_names: The 10 classes' display names.
+        dataset: ``mnist``, ``fashion_mnist``, ``synthetic``, a TFDS name, or the name a run
+            gave its own data.
+        class_names: The classes' display names (10 for MNIST), one per model output.
         input_shape: One example as the model takes it: ``(784,)`` or ``(28, 28, 1)``.
+        image_shape: One image as the serving signature and ``as_pixels`` take it:
+            ``(28, 28)`` (one channel) or ``(H, W, C)``.
         outputs: ``logits``, ``softmax`` or ``sigmoid`` (:mod:`mnist_core.models.outputs`).
         pixels: ``unit`` (pixels scaled to [0, 1]) or ``raw`` (0-255 values).
         source: Where this came from: ``model`` (written into the file), ``run`` (the run's
@@ -67,6 +70,7 @@ class ModelInfo:
     outputs: str = "logits"
     pixels: str = "unit"
     source: str = "guessed"
+    image_shape: Tuple[int, ...] = (IMAGE_SIZE, IMAGE_SIZE)
 
     def to_json(self) -> str:
         values = dataclasses.asdict(self)
@@ -80,7 +84,8 @@ class ModelInfo:
             values = json.loads(text)
             return cls(dataset=str(values["dataset"]), class_names=tuple(str(n) for n in values["class_names"]),
                        input_shape=tuple(int(d) for d in values["input_shape"]), outputs=str(values["outputs"]),
-                       pixels=str(values["pixels"]), source=source)
+                       pixels=str(values["pixels"]), source=source,
+                       image_shape=tuple(int(d) for d in values.get("image_shape", (IMAGE_SIZE, IMAGE_SIZE))))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -115,9 +120,11 @@ def _info_from_summary(summary: Dict) -> Optional[ModelInfo]:
     if not summary.get("input_shape") or not config.get("dataset"):
         return None
     dataset = config["dataset"]
-    return ModelInfo(dataset=dataset, class_names=data_lib.class_names(dataset),
+    image = tuple(summary.get("image_shape") or (IMAGE_SIZE, IMAGE_SIZE, 1))
+    return ModelInfo(dataset=dataset, class_names=tuple(summary.get("class_names") or data_lib.class_names(dataset)),
                      input_shape=tuple(summary["input_shape"]), outputs=summary.get("outputs", "logits"),
-                     pixels=config.get("pixels", "unit"), source="run")
+                     pixels=config.get("pixels", "unit"), source="run",
+                     image_shape=image[:2] if image[-1] == 1 else image)
 
 
 def read_model_info(path: Path) -> Optional[ModelInfo]:
@@ -165,7 +172,16 @@ def guess_info(model, input_shape: Optional[Sequence[int]] = None) -> ModelInfo:
     declared = getattr(model, "mnist_info", None)
     if isinstance(declared, ModelInfo):
         return declared
-    return ModelInfo(input_shape=shape, outputs=model_outputs.output_kind(model, shape))
+    outputs = model_outputs.output_kind(model, shape)
+    classes = model_outputs.output_width(model, shape)
+    # The images the model's input holds: (H, W, C) as it is, or a square grey one when flat.
+    if len(shape) == 3:
+        image = shape[:2] if shape[2] == 1 else shape
+    else:
+        side = int(round(float(np.prod(shape)) ** 0.5))
+        image = (side, side)
+    return ModelInfo(input_shape=shape, outputs=outputs, class_names=tuple(str(i) for i in range(classes)),
+                     image_shape=tuple(image))
 
 
 # --------------------------------------------------------------------------- saving
@@ -226,10 +242,10 @@ def _regularization(model):
     return tf.add_n(losses) if losses else tf.constant(0.0, tf.float32)
 
 
-def _image_spec():
+def _image_spec(info: ModelInfo):
     import tensorflow as tf
 
-    return tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE], tf.uint8, name="images")
+    return tf.TensorSpec([None, *info.image_shape], tf.uint8, name="images")
 
 
 def _is_our_savedmodel(path: Path) -> bool:
@@ -245,7 +261,8 @@ def _is_our_savedmodel(path: Path) -> bool:
 
 def export_savedmodel(model, input_shape: Sequence[int], path: Path, info: Optional[ModelInfo] = None, *,
                       overwrite: bool = False) -> Path:
-    """Writes ``model`` as a SavedModel whose default signature takes uint8 ``[N, 28, 28]``.
+    """Writes ``model`` as a SavedModel whose default signature takes uint8 images
+    ``[N, *info.image_shape]`` (``[N, 28, 28]`` for MNIST).
 
     Args:
         model: A trained Keras model (built).
@@ -278,7 +295,7 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path, info: Optio
     archive = keras.export.ExportArchive()
     archive.track(model)
     # The first endpoint also becomes "serving_default", the one TF Serving calls.
-    archive.add_endpoint(name="serve", fn=_serving_fn(model, info), input_signature=[_image_spec()])
+    archive.add_endpoint(name="serve", fn=_serving_fn(model, info), input_signature=[_image_spec(info)])
     archive.add_endpoint(name="regularization_loss", fn=lambda: {"loss": _regularization(model)},
                          input_signature=[])
     text = info.to_json()
@@ -293,20 +310,27 @@ def export_savedmodel(model, input_shape: Sequence[int], path: Path, info: Optio
 # --------------------------------------------------------------------------- using
 
 
-def as_pixels(images, where: str = "images") -> np.ndarray:
-    """uint8 ``[N, 28, 28]`` pixels from uint8 pixels, floats in [0, 1] (scaled and rounded to
-    8 bits) or floats over 1 (0-255 values, rounded), shaped ``[N, 28, 28]``,
-    ``[N, 28, 28, 1]`` or ``[N, 784]``; an empty stack is ``[0, 28, 28]``.
+def as_pixels(images, where: str = "images", image_shape: Sequence[int] = (IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
+    """uint8 ``[N, *image_shape]`` pixels from uint8 pixels, floats in [0, 1] (scaled and
+    rounded to 8 bits) or floats over 1 (0-255 values, rounded), shaped
+    ``[N, *image_shape]``, with a channel axis of 1 (``[N, 28, 28, 1]``) or flat
+    (``[N, 784]``); an empty stack is ``[0, *image_shape]``.
 
     Raises:
         DataError: naming ``where`` and what is wrong (values out of 0-255, shape, NaN).
     """
+    image_shape = tuple(image_shape)
     images = np.asarray(images)
     if images.ndim >= 1 and len(images) == 0:
-        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        return np.zeros((0, *image_shape), np.uint8)
+    if images.ndim == 2 and images.shape[1] == int(np.prod(image_shape)):
+        images = images.reshape(-1, *image_shape)
     from mnist_core.data.arrays import _array_images
 
     pixels = _array_images(images, where)
+    if pixels.shape[1:] != image_shape:
+        raise DataError(f"{where} are {'x'.join(map(str, pixels.shape[1:]))} images; the model takes "
+                        f"{'x'.join(map(str, image_shape))}")
     if pixels.dtype == np.uint8:
         return pixels
     scale = 1.0 if float(pixels.max(initial=0.0)) > 1.0 else 255.0
@@ -337,10 +361,10 @@ class Classifier:
         """float32 logits ``[N, 10]`` of images (uint8, or floats in [0, 1]), computed in batches."""
         import tensorflow as tf
 
-        images = as_pixels(images)
+        images = as_pixels(images, image_shape=self.info.image_shape)
         out = [self._fn(tf.constant(images[i:i + batch_size]))["logits"].numpy()
                for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.info.class_names)), np.float32)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Class probabilities ``[N, 10]`` of images (uint8, or floats in [0, 1])."""
@@ -401,7 +425,7 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
     info = model_info(path, model)
     if input_shape is not None:
         info = dataclasses.replace(info, input_shape=tuple(input_shape))
-    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec()])
+    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec(info)])
     return Classifier(path, "h5" if path.suffix == ".h5" else "keras", serve, info,
                       regularization_loss=float(_regularization(model)))
 
@@ -425,7 +449,7 @@ def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classi
     cached = _IN_MEMORY.get(model)
     if cached is not None and cached.info == info:
         return cached
-    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec()])
+    serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec(info)])
     classifier = Classifier(Path(f"<{type(model).__name__} in memory>"), "keras", serve, info,
                             regularization_loss=float(_regularization(model)))
     _IN_MEMORY[model] = classifier
@@ -482,8 +506,9 @@ def predict_proba(model, images, *, batch_size: int = 512) -> np.ndarray:
     Raises:
         DataError: ``images`` are not such images (the message names ``images``).
     """
-    pixels = as_pixels(images, "predict_proba images")
-    return classifier_of(model).probabilities(pixels, batch_size)
+    classifier = classifier_of(model)
+    pixels = as_pixels(images, "predict_proba images", classifier.info.image_shape)
+    return classifier.probabilities(pixels, batch_size)
 
 
 def load_run_data(info: ModelInfo, summary: Dict, dataset: Optional[str] = None, data_dir: Optional[str] = None):
@@ -505,6 +530,15 @@ def load_run_data(info: ModelInfo, summary: Dict, dataset: Optional[str] = None,
         raise ConfigError(f"--dataset {dataset}: the model was trained on {info.dataset} (its classes are "
                           f"{', '.join(info.class_names[:3])}, ...); evaluate it on {info.dataset}")
     config = summary.get("config", {})
+    if summary.get("data_from_python") and not (dataset or data_dir):
+        raise DataError(f"the model was trained on data passed from Python ({summary.get('dataset')}), which cannot "
+                        "be loaded again by name; pass the test data (evaluate_model(model, data=(x_test, y_test))), "
+                        "or --dataset/--data-dir")
     name = dataset or (info.dataset if info.known_dataset else config.get("dataset", "mnist"))
-    return data_lib.load(name, data_dir or config.get("data_dir"), seed=config.get("seed", 0),
+    data = data_lib.load(name, data_dir or config.get("data_dir"), seed=config.get("seed", 0),
                          synthetic_train_size=config.get("synthetic_train_size", 60000))
+    if data.test_labels is None:
+        # Data without a test split: the run held part of it out (--val-split), and the
+        # same seed holds out the same examples here.
+        data = data_lib.hold_out_test(data, float(config.get("val_split") or 0.0), int(config.get("seed", 42)))
+    return data

@@ -154,7 +154,7 @@ def compiled_steps_per_execution(model) -> int:
 
 
 def compile_model(model, optimizer, input_shape: Sequence[int], where: str, label_smoothing: float = 0.0,
-                  from_logits: bool = True, categorical: bool = False) -> bool:
+                  from_logits: bool = True, categorical: bool = False, num_classes: int = 10) -> bool:
     """Compiles ``model`` as the tutorial recipe does and builds its metric state.
 
     The loss is cross-entropy of the model's kind of outputs (``from_logits``) on indices,
@@ -181,18 +181,18 @@ def compile_model(model, optimizer, input_shape: Sequence[int], where: str, labe
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=False)
     model._compile_config = _NativeCompileConfig(model._compile_config)
     object.__setattr__(model, COMPILED_BY_MNIST_CORE, True)
-    build_metrics(model, input_shape, where)
+    build_metrics(model, input_shape, where, num_classes)
     return again
 
 
-def build_metrics(model, input_shape: Sequence[int], where: str) -> None:
+def build_metrics(model, input_shape: Sequence[int], where: str, num_classes: int = 10) -> None:
     """Builds a compiled model's loss and metric state on a batch of zeros, as ``fit`` does first.
 
     Raises:
         ModelError: the compiled loss or metrics cannot take the model's outputs.
     """
     one_hot = label_format(model.loss) == "one_hot"
-    labels = np.zeros((2, 10), np.float32) if one_hot else np.zeros((2,), np.int32)
+    labels = np.zeros((2, num_classes), np.float32) if one_hot else np.zeros((2,), np.int32)
     batch = (np.zeros((2, *input_shape), np.float32), labels)
     try:
         model._symbolic_build(data_batch=batch)
@@ -201,12 +201,12 @@ def build_metrics(model, input_shape: Sequence[int], where: str) -> None:
                          f"({type(e).__name__}: {one_line(e)[:300]})") from None
 
 
-def _call_compute_loss(model, x, y, y_pred, training: bool):
+def _call_compute_loss(model, x, y, y_pred, training: bool, sample_weight=None):
     # Keras' own compatibility rule (Trainer._compute_loss): overrides written before
     # Keras 3.3 have no ``training`` argument.
     if "training" in inspect.signature(model.compute_loss).parameters:
-        return model.compute_loss(x, y, y_pred, None, training=training)
-    return model.compute_loss(x, y, y_pred, None)
+        return model.compute_loss(x, y, y_pred, sample_weight, training=training)
+    return model.compute_loss(x, y, y_pred, sample_weight)
 
 
 def make_train_step(model, optimizer, *, jit_compile: bool, num_replicas: int, where: str) -> Callable:
@@ -238,10 +238,10 @@ def make_train_step(model, optimizer, *, jit_compile: bool, num_replicas: int, w
     # TensorFlowTrainer.train_step, transcribed, with its update moved out of XLA.
     from keras.src.losses import loss as loss_module
 
-    def forward_backward(x, y):
+    def forward_backward(x, y, sample_weight):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
-            loss = _call_compute_loss(model, x, y, y_pred, training=True)
+            loss = _call_compute_loss(model, x, y, y_pred, training=True, sample_weight=sample_weight)
             model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
                                              sample_weight=tf.shape(x)[0])
             scaled = optimizer.scale_loss(loss)
@@ -250,10 +250,12 @@ def make_train_step(model, optimizer, *, jit_compile: bool, num_replicas: int, w
     compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True, autograph=False)
 
     def split_train_step(data):
-        x, y = data
-        y_pred, gradients = compiled(x, y)
+        import keras
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred, gradients = compiled(x, y, sample_weight)
         optimizer.apply_gradients(zip(gradients, model.trainable_weights))
-        return model.compute_metrics(x, y, y_pred, sample_weight=None)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return split_train_step
 

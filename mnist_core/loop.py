@@ -39,7 +39,7 @@ _plain = tf.autograph.experimental.do_not_convert
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
-_KEYS = ("loss", "correct", "count")
+_KEYS = ("loss", "correct", "count", "weight")
 
 
 @_plain
@@ -49,7 +49,13 @@ def _zeros(keys=_KEYS) -> Dict[str, tf.Tensor]:
 
 @_plain
 def _accumulate(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
-    return {key: totals[key] + strategy.reduce(SUM, per_replica[key], axis=None) for key in _KEYS}
+    return {key: totals[key] + strategy.reduce(SUM, _part(per_replica, key), axis=None) for key in _KEYS}
+
+
+@_plain
+def _part(per_replica: Dict, key: str):
+    # A step that does not weigh its examples reports no "weight": its examples count once.
+    return per_replica[key] if key in per_replica or key != "weight" else per_replica["count"]
 
 
 @_plain
@@ -83,6 +89,7 @@ def _add_step(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict
         "loss": totals["loss"] + tf.where(finite, loss, 0.0),
         "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
         "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
+        "weight": totals["weight"] + strategy.reduce(SUM, _part(per_replica, "weight"), axis=None),
         "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
     }
 
@@ -158,7 +165,7 @@ class ResidentTrainLoop:
         from mnist_core.data.pipeline import encode_labels, normalize_images
 
         # Named train_loop like make_train_loop's: profiles find a call by that name.
-        def train_loop(images, labels, orders, offset, num_steps):
+        def train_loop(images, labels, orders, offset, num_steps, *weights):
             if on_trace is not None:
                 on_trace()
             updates_before = _counter(update_counter)
@@ -168,7 +175,7 @@ class ResidentTrainLoop:
                 # compile-time constant and compile the program again for every call.
                 batch = tf.gather(orders, offset + i)
                 inputs = (normalize_images(tf.gather(images, batch), input_shape, pixels),
-                          encode_labels(tf.gather(labels, batch)))
+                          encode_labels(tf.gather(labels, batch)), *(tf.gather(w, batch) for w in weights))
                 return i + 1, _add_step(strategy, totals, strategy.run(train_step, args=(inputs,)))
 
             _, totals = tf.while_loop(lambda i, _: i < num_steps, body,
@@ -181,7 +188,7 @@ class ResidentTrainLoop:
     def _arguments(self, batches, offset, num_steps):
         epoch = batches.position // batches.steps_per_epoch
         return (batches.images, batches.labels, batches.orders(epoch), tf.constant(offset, tf.int32),
-                tf.constant(num_steps, tf.int32))
+                tf.constant(num_steps, tf.int32), *([] if batches.weights is None else [batches.weights]))
 
     def get_concrete_function(self, batches, num_steps_spec=None):
         """Traces the call for ``batches`` (the controller traces before training)."""

@@ -32,7 +32,7 @@ from typing import List, Optional
 import numpy as np
 
 from mnist_core import cli
-from mnist_core.errors import DataError, one_line
+from mnist_core.errors import ConfigError, DataError, one_line
 from mnist_core.images import PREPROCESS, default_preprocess, read_images, to_model_input
 
 PROG = "mnist-predict"
@@ -46,7 +46,9 @@ def build_parser():
     p.add_argument("--top-k", dest="top_k", type=cli.positive_int, default=1, metavar="K",
                    help="print the K most probable classes (default 1)")
     p.add_argument("--preprocess", choices=PREPROCESS,
-                   help="how images are made MNIST-like (default: the run's dataset: mnist or fashion)")
+                   help="how images are made like the training data: mnist, fashion (MNIST-like), none (28x28 as "
+                        "they are), resize (scaled to the model's image size; the default for models of other "
+                        "images than 28x28 grey) (default: the run's dataset's)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     return p
 
@@ -63,7 +65,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         classifier = inference.load_classifier(Path(args.model_path))
         # The model carries its dataset: class names and the preprocessing that matches it.
         names = classifier.info.class_names
-        preprocess = args.preprocess or default_preprocess(classifier.info.dataset)
+        image_shape = tuple(classifier.info.image_shape)
+        preprocess = args.preprocess or default_preprocess(classifier.info.dataset, image_shape)
+        if preprocess != "resize" and image_shape != (28, 28):
+            raise ConfigError(f"--preprocess {preprocess}: makes 28x28 grey MNIST-like images, and the model takes "
+                              f"{'x'.join(map(str, image_shape))}; use --preprocess resize (its default)")
 
         def fail(message: str) -> None:
             print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
@@ -72,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path in args.images:
             batch = []
             try:
-                images = list(read_images(path))
+                images = list(read_images(path, colour=preprocess == "resize"))
             except DataError as e:
                 fail(str(e))
                 failures += 1
@@ -84,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 try:
                     if isinstance(gray, DataError):
                         raise gray
-                    batch.append((name, to_model_input(gray, preprocess, name)))
+                    batch.append((name, to_model_input(gray, preprocess, name, image_shape)))
                 except DataError as e:
                     fail(str(e))
                     failures += 1

@@ -161,6 +161,9 @@ class Program:
     # held on the device (data.ResidentBatches, loop.ResidentTrainLoop), no tf.data pipeline.
     resident: bool = False
     num_train: int = 0
+    image_shape: Tuple[int, ...] = (28, 28, 1)  # one image of the data, (H, W, C)
+    num_classes: int = 10
+    weighted: bool = False  # the training examples carry weights (sample or class weights)
     _images_dtype: np.dtype = np.dtype(np.uint8)  # of the data the run trains on (its probes copy it)
 
     @property
@@ -208,7 +211,7 @@ class Program:
         programs are cached by TensorFlow, so the run's first calls do not compile again.
         """
         variables = [*self.model.variables, *self.optimizer.variables]
-        probes = [(self.eval_loops[True], lambda: self.eval_input(*_random_images(2 * self.strategy.num_replicas_in_sync)))]
+        probes = [(self.eval_loops[True], lambda: self.eval_input(*self.random_images(2 * self.strategy.num_replicas_in_sync)))]
         if self.jit_decision.reason != "timed":  # timing has already run the XLA training loop
             probes.insert(0, (self.train_loops[True], lambda: self.train_iterator(self._probe_data()),
                               tf.constant(1, tf.int32)))
@@ -229,7 +232,10 @@ class Program:
         """Random data for timing and probing the loops without touching the run's data: a
         batch, or, when the loop holds the training set, a set of the run's size and type
         (XLA compiles for the shapes it is given: the run then reuses the probe's program)."""
-        data = data_lib.synthetic(self.num_train if self.resident else self.batch_per_step, test_size=1, seed=0)
+        data = data_lib.synthetic(self.num_train if self.resident else self.batch_per_step, test_size=1, seed=0,
+                                  image_shape=self.image_shape, num_classes=self.num_classes)
+        if self.weighted:
+            data = dataclasses.replace(data, train_weights=np.ones(data.num_train, np.float32))
         if self.resident and self._images_dtype != np.uint8:
             data = dataclasses.replace(data, train_images=(data.train_images / 255.0).astype(self._images_dtype))
         return data
@@ -245,12 +251,12 @@ class Program:
             self._images_dtype = np.dtype(data.train_images.dtype)
             return data_lib.ResidentBatches(data.train_images, data.train_labels,
                                             global_batch_size=self.batch_per_step or self.config.batch_size,
-                                            seed=self.config.seed, start_step=start_step)
+                                            seed=self.config.seed, start_step=start_step, weights=data.train_weights)
         dataset = data_lib.train_dataset(
             data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
             augment=augment_lib.resolve(self.config.augment, data.name), pixels=self.config.pixels,
-            label_format=self.labels,
+            label_format=self.labels, num_classes=self.num_classes, weights=data.train_weights,
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
@@ -262,7 +268,8 @@ class Program:
         """
         batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
         dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape,
-                                        pixels=self.config.pixels, label_format=self.labels)
+                                        pixels=self.config.pixels, label_format=self.labels,
+                                        num_classes=self.num_classes)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
 
     def trace(self, iterator, eval_inputs: Sequence) -> None:
@@ -310,20 +317,20 @@ class Program:
             return logs, int(float(out["count"]))
         totals = {key: float(value) for key, value in self.eval_loop(dataset).items()}
         count = totals["count"]
-        return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}, int(count)
+        return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / totals["weight"]}, int(count)
 
-
-def _random_images(n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``n`` random uint8 images and labels: what a probe of the compiled loops needs."""
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (n, data_lib.IMAGE_SIZE, data_lib.IMAGE_SIZE), dtype=np.uint8),
-            rng.integers(0, 10, n).astype(np.uint8))
+    def random_images(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``n`` random uint8 images and labels of the run's shape and classes: what a probe
+        of the compiled loops needs."""
+        data = data_lib.synthetic(n, test_size=1, seed=0, image_shape=self.image_shape, num_classes=self.num_classes)
+        return data.train_images, data.train_labels
 
 
 def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_train: int,
                  on_trace: Optional[Callable[[], None]] = None,
                  spec: Optional[model_lib.ModelSpec] = None, *, decide_jit: bool = True,
-                 recorded_jit: Optional[bool] = None) -> Program:
+                 recorded_jit: Optional[bool] = None, image_shape: Sequence[int] = (28, 28, 1),
+                 num_classes: int = 10, weighted: bool = False) -> Program:
     """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
 
     Args:
@@ -335,6 +342,9 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         decide_jit: Decide ``--jit-compile auto`` now (by timing); the trainer decides
             later, after tracing the user's code, with ``program.resolve_jit()``.
         recorded_jit: The choice a resumed run recorded when it started.
+        image_shape: The data's images, ``(H, W, C)``: zoo models are built for them.
+        num_classes: The data's classes: the model's output width.
+        weighted: The training examples carry weights (the loops take them with each batch).
 
     Raises:
         ConfigError: the batch size does not divide over the replicas or exceeds the
@@ -352,11 +362,12 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             "already has its variables, created outside the strategy's scope, so they cannot be placed on its "
             "replicas; pass its class or a function that builds it (model=MyNet or model=make_model)")
     with strategy.scope():
-        model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm)
+        model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm, image_shape=image_shape,
+                                num_classes=num_classes)
         if config.sync_batchnorm:
             model_checks.apply_sync_batchnorm(model, where)
     model_checks.check_precision(model, config.precision, where, built_here=spec.instance is None)
-    input_shape = model_lib.input_shape_of(model, spec)
+    input_shape = model_lib.input_shape_of(model, spec, image_shape)
     try:
         outputs = model_outputs.output_kind(model, input_shape)
     except ValueError as e:
@@ -405,12 +416,13 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
         if user_compiled:
-            keras_step.build_metrics(model, input_shape, where)
+            keras_step.build_metrics(model, input_shape, where, num_classes)
             trained_before = False
         else:
             trained_before = keras_step.compile_model(model, optimizer, input_shape, where,
                                                       label_smoothing=config.label_smoothing,
-                                                      from_logits=from_logits, categorical=categorical)
+                                                      from_logits=from_logits, categorical=categorical,
+                                                      num_classes=num_classes)
     # Targets as the compiled loss takes them on the Keras path; mnist_core's explicit step
     # takes class indices and makes one-hot targets itself where its loss needs them.
     labels = keras_step.label_format(model.loss) if keras_path else "sparse"
@@ -469,7 +481,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         batch_per_step=batch_per_step, input_shape=input_shape, trained_before=trained_before,
         steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, update_note=update_note,
         outputs=outputs, resident=resident, num_train=num_train,
-        labels=labels, keras_eval=keras_eval,
+        labels=labels, keras_eval=keras_eval, image_shape=tuple(image_shape), num_classes=num_classes,
+        weighted=weighted,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
     if decide_jit:

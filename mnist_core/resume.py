@@ -40,11 +40,29 @@ def run_record(program: Program, data: data_lib.MnistData) -> Dict:
         "keras_protocol": list(program.protocol),
         "num_replicas": program.strategy.num_replicas_in_sync,
         "num_train": data.num_train,
+        "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape),
+        "data_sha256": data_digest(data),
         "steps_per_epoch": program.steps_per_epoch,
         "jit_compile_resolved": program.jit,
         "jit_decision": program.jit_decision.to_dict() if program.jit_decision else None,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "mnist_core": _version()},
     }
+
+
+def data_digest(data: data_lib.MnistData) -> str:
+    """SHA-256 (first 16 hex digits) of the training examples, labels and weights, in order:
+    a resumed run is exact only on the same data in the same order."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in (data.train_images, data.train_labels, data.train_weights):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _version() -> str:
@@ -104,6 +122,17 @@ def check_program(program: Program, data: data_lib.MnistData, record: Optional[D
     """
     if record is None:
         return
+    before_classes, before_shape = record.get("num_classes"), record.get("image_shape")
+    if before_classes is not None and (before_classes != data.num_classes or
+                                       tuple(before_shape) != tuple(data.image_shape)):
+        h, w, c = before_shape
+        raise ConfigError(f"--resume: the data has {data.num_classes} classes of {'x'.join(map(str, data.image_shape))} "
+                          f"images, the run trained on {before_classes} classes of {h}x{w}x{c}; {_HINT}")
+    digest = record.get("data_sha256")
+    if digest is not None and digest != data_digest(data):
+        reporter.warn("--resume: the training data differs from the data the run started with (other files, or a "
+                      "tf.data.Dataset that shuffles or changes between reads): training continues from the "
+                      "checkpoint, but not exactly as the uninterrupted run would have")
     expected = record.get("steps_per_epoch")
     if expected is not None and expected != program.steps_per_epoch:
         raise ConfigError(f"--resume: the data gives {program.steps_per_epoch} steps per epoch "

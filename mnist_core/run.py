@@ -30,7 +30,7 @@ class EpochMeter:
 
     def __init__(self, program: Program):
         self.program = program
-        self.loss = self.correct = self.count = 0.0
+        self.loss = self.correct = self.count = self.weight = 0.0
         self.finite_steps = 0
         self.keras_logs: Dict = {}
         self.images = self.seconds = 0.0
@@ -43,6 +43,7 @@ class EpochMeter:
             self.loss += float(result["loss"])
             self.finite_steps += steps - int(result["nonfinite"])
             self.correct += float(result["correct"])
+            self.weight += float(result.get("weight", result["count"]))
         self.count += float(result["count"])
         if seconds is not None:
             self.images += float(result["count"])
@@ -55,7 +56,7 @@ class EpochMeter:
     def logs(self) -> Dict:
         if self.program.keras_protocol:
             return dict(self.keras_logs)
-        return {"loss": self.loss / max(self.finite_steps, 1), "accuracy": self.correct / max(self.count, 1.0)}
+        return {"loss": self.loss / max(self.finite_steps, 1), "accuracy": self.correct / self.weight if self.weight else 0.0}
 
     def final_logs(self) -> Dict:
         if self.program.keras_protocol and self.keras_logs:

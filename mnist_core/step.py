@@ -60,19 +60,33 @@ def regularization_loss(model) -> tf.Tensor:
     return tf.add_n([tf.cast(loss, tf.float32) for loss in losses])
 
 
-def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def _correct(labels: tf.Tensor, logits: tf.Tensor, weights=None) -> tf.Tensor:
+    """Correct predictions, each counted with its example's weight (as Keras' accuracy
+    metric takes ``sample_weight``)."""
     predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-    return tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32))
+    correct = tf.cast(tf.equal(predictions, labels), tf.float32)
+    return tf.reduce_sum(correct if weights is None else correct * weights)
+
+
+def _weight(labels: tf.Tensor, weights=None) -> tf.Tensor:
+    """The examples' total weight: their count when they are not weighted."""
+    if weights is None:
+        return tf.cast(tf.shape(labels)[0], tf.float32)
+    return tf.reduce_sum(weights)
 
 
 def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bool = False,
                     num_replicas: int = 1, label_smoothing: float = 0.0, accum_steps: int = 1,
                     from_logits: bool = True, categorical: bool = False) -> Callable:
-    """Returns ``step(batch) -> {"loss", "correct", "count"}`` for one replica.
+    """Returns ``step(batch) -> {"loss", "correct", "count", "weight"}`` for one replica.
 
-    ``loss`` is this replica's share of the global objective (its sum over replicas is the
-    batch's mean cross-entropy plus the regulariser), ``correct`` and ``count`` are this
-    replica's example counts.
+    ``batch`` is ``(images, labels)`` or ``(images, labels, weights)``. ``loss`` is this
+    replica's share of the global objective (its sum over replicas is the batch's mean
+    cross-entropy plus the regulariser), ``correct`` and ``count`` are this replica's
+    example counts. With per-example weights (sample and class weights) each example's
+    cross-entropy is multiplied by its weight and the sum still divided by the global
+    batch, as Keras' losses reduce a weighted batch (``sum_over_batch_size``); ``correct``
+    and ``weight`` are then weighted, so ``correct / weight`` is Keras' weighted accuracy.
 
     Args:
         model: The Keras model (built, in the strategy's scope).
@@ -100,11 +114,13 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     # micro-batches (it is added once per micro-batch) and by the replicas.
     examples = global_batch_size * accum_steps
 
-    def micro_step(images, labels):
+    def micro_step(images, labels, weights=None):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example = per_example_loss(labels, logits, label_smoothing, from_logits=from_logits,
                                            categorical=categorical)
+            if weights is not None:
+                per_example = per_example * weights
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=examples)
             if model.losses:
                 regulariser = tf.nn.scale_regularization_loss(regularization_loss(model))
@@ -113,14 +129,16 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
             scaled_loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        return loss, _correct(labels, logits), gradients
+        return loss, _correct(labels, logits, weights), gradients
 
-    def forward_backward(images, labels):
+    def forward_backward(images, labels, weights=None):
         if accum_steps == 1:
-            return micro_step(images, labels)
+            return micro_step(images, labels, weights)
         total_loss = total_correct = total = None
-        for part_images, part_labels in zip(tf.split(images, accum_steps), tf.split(labels, accum_steps)):
-            loss, correct, gradients = micro_step(part_images, part_labels)
+        parts = zip(tf.split(images, accum_steps), tf.split(labels, accum_steps),
+                    tf.split(weights, accum_steps) if weights is not None else [None] * accum_steps)
+        for part_images, part_labels, part_weights in parts:
+            loss, correct, gradients = micro_step(part_images, part_labels, part_weights)
             if total is None:
                 total_loss, total_correct, total = loss, correct, list(gradients)
             else:
@@ -131,8 +149,8 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     def apply(gradients):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
-    def step(images, labels):
-        loss, correct, gradients = forward_backward(images, labels)
+    def step(images, labels, weights=None):
+        loss, correct, gradients = forward_backward(images, labels, weights)
         apply(gradients)
         return loss, correct
 
@@ -141,15 +159,17 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     elif jit_compile:
         compiled = tf.function(forward_backward, jit_compile=True, reduce_retracing=True, autograph=False)
 
-        def step(images, labels):
-            loss, correct, gradients = compiled(images, labels)
+        def step(images, labels, weights=None):
+            loss, correct, gradients = compiled(images, labels, weights)
             apply(gradients)
             return loss, correct
 
     def train_step(batch) -> Dict[str, tf.Tensor]:
-        images, labels = batch
-        loss, correct = step(images, labels)
-        return {"loss": loss, "correct": correct, "count": tf.cast(tf.shape(labels)[0], tf.float32)}
+        images, labels, *weights = batch
+        weights = weights[0] if weights else None
+        loss, correct = step(images, labels, weights)
+        return {"loss": loss, "correct": correct, "count": tf.cast(tf.shape(labels)[0], tf.float32),
+                "weight": _weight(labels, weights)}
 
     return train_step
 

@@ -46,14 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read options from a TOML file (keys as the flags, e.g. batch_size = 256) or a run's "
                         "summary.json; flags given here override it")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {d.dataset})")
+    g.add_argument("--dataset", metavar="NAME",
+                   help=f"{', '.join(DATASETS)}, or a TensorFlow Datasets image-classification name (kmnist, "
+                        f"emnist/letters, cifar10...) (default {d.dataset})")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR",
-                   help="directory of IDX files, a Keras .npz, or a TFDS data dir (default: resolved, see README)")
+                   help="IDX files, a Keras .npz, a CSV (label,pixel0,...) or train.csv, image folders per class, "
+                        "or a TFDS data dir (default: resolved, see docs/data.md)")
     g.add_argument("--pixels", choices=PIXELS,
                    help="unit: pixels scaled to [0, 1] (default); raw: the 0-255 values as floats, as some "
                         "tutorials feed them")
     g.add_argument("--val-split", dest="val_split", type=float, metavar="F",
-                   help="fraction of training data held out for validation (default 0)")
+                   help="fraction of training data held out for validation, or as the test split of data that "
+                        "has none (default 0)")
+    g.add_argument("--class-weight", dest="class_weight", metavar="balanced|C:W,...",
+                   help="weigh each example's loss by its class, as fit's class_weight: balanced, or pairs like "
+                        "0:1,3:2.5 (default: off)")
     g.add_argument("--synthetic-train-size", dest="synthetic_train_size", type=cli.positive_int, metavar="N",
                    help=f"training images of --dataset synthetic (default {d.synthetic_train_size})")
     g = p.add_argument_group("model and optimisation")
@@ -231,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from mnist_core import trainer
 
         try:
-            trainer.train(config)
+            trainer.train(config, _command_line=True)
         except LostWorkerError as e:
             e.command = restart_command(sys.argv[1:] if argv is None else argv, e.restart_flag)
             raise

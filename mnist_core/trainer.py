@@ -42,7 +42,7 @@ from mnist_core import strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
 from mnist_core.controller import Controller, eval_fields
-from mnist_core.errors import ConfigError, LostWorkerError
+from mnist_core.errors import ConfigError, LostWorkerError, in_python_words
 from mnist_core.files import write_json
 from mnist_core.program import Program, make_program, python_logs, weights_digest
 from mnist_core.reporting import Reporter
@@ -107,7 +107,16 @@ class Trainer:
         else:
             data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
                                  seed=config.seed, log=self.reporter.info)
-        data = data_lib.split_validation(data, config.val_split, config.seed)
+        python = self.data_source is not None
+        # Data without a labelled test split: --val-split holds its test split out (or
+        # the run is refused in one line); with one, --val-split holds out validation.
+        if data.test_labels is None:
+            data = data_lib.hold_out_test(data, config.val_split, config.seed,
+                                          flag="val_split=" if python else "--val-split")
+        else:
+            data = data_lib.split_validation(data, config.val_split, config.seed)
+        data = data_lib.with_class_weight(data, config.class_weights,
+                                          flag="class_weight=" if python else "--class-weight")
         self.reporter.info(f"data: {data.describe()}")
         if data.train_images.dtype != np.uint8:
             # Float arrays are fed as given, as fit feeds them; the run records their scale
@@ -201,7 +210,8 @@ class Trainer:
         recorded_jit = (record or {}).get("jit_compile_resolved") if config.jit_compile == "auto" else None
         with precision.policy(config.precision):
             program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
-                                   decide_jit=False, recorded_jit=recorded_jit)
+                                   decide_jit=False, recorded_jit=recorded_jit, image_shape=data.image_shape,
+                                   num_classes=data.num_classes, weighted=data.train_weights is not None)
             # A model compiled by the user may set steps per loop and XLA (compile's own).
             config = self.config = program.config
             self.model = program.model
@@ -332,9 +342,9 @@ class Trainer:
         model_path = out / "model.keras"
         # What using the model needs travels inside every file it is saved to, and with the
         # model object itself (predict_proba, evaluate_model on a model trained in memory).
-        info = inference.ModelInfo(dataset=data.name, class_names=data_lib.class_names(data.name),
+        info = inference.ModelInfo(dataset=data.name, class_names=tuple(data.classes),
                                    input_shape=tuple(program.input_shape), outputs=program.outputs,
-                                   pixels=config.pixels, source="model")
+                                   pixels=config.pixels, source="model", image_shape=data.stored_shape)
         object.__setattr__(model, "mnist_info", info)
         with detached_optimizer(model):
             inference.save_keras_model(model, model_path, info)
@@ -359,7 +369,11 @@ class Trainer:
             "jit_decision": program.jit_decision.to_dict() if program.jit_decision else None,
             "num_replicas": program.strategy.num_replicas_in_sync,
             "dataset": data.describe(),
+            # Data given from Python cannot be loaded again by evaluate from its name.
+            "data_from_python": self.data_source is not None,
             "input_shape": list(program.input_shape),
+            "image_shape": list(data.image_shape),
+            "class_names": list(data.classes),
             "model": program.spec.name,
             "model_reproducible": program.spec.reproducible,
             "keras_protocol": list(program.protocol),
@@ -389,7 +403,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks: Optional[Sequence] = None,
-          model=None, data=None) -> Dict:
+          model=None, data=None, _command_line: bool = False) -> Dict:
     """Trains the model ``config`` describes; returns the summary (also in summary.json).
 
     Args:
@@ -399,10 +413,20 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks
         model: A ``keras.Model`` object (trained in place; a second call continues from its
             weights), a ``keras.Model`` subclass or a factory function to train instead of
             ``config.model``, or a name as ``--model`` takes it.
-        data: ``(x_train, y_train, x_test, y_test)`` numpy arrays (uint8 pixels, or floats
-            in [0, 1]; images ``[N, 28, 28]``, ``[N, 28, 28, 1]`` or ``[N, 784]``; integer
-            labels 0..9), or a :class:`mnist_core.data.MnistData`.
+        data: The data as the user holds it (:mod:`mnist_core.data.arrays`):
+            ``(x_train, y_train, x_test, y_test)`` numpy arrays, ``load_data()``'s
+            ``((x_train, y_train), (x_test, y_test))``, ``(x, y)`` or
+            ``(x, y, sample_weight)`` without a test split (``val_split`` holds one out),
+            a ``tf.data.Dataset`` of ``(image, label[, sample_weight])`` or a
+            ``(train, test)`` pair of them, or a :class:`mnist_core.data.MnistData`.
+            Images uint8 pixels or floats, ``[N, H, W]``, ``[N, H, W, C]`` or flat
+            square; labels class indices or one-hot rows, any number of classes.
     """
-    if not isinstance(config, TrainConfig):
-        config = TrainConfig.from_dict(dict(config))
-    return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()
+    def run() -> Dict:
+        nonlocal config
+        if not isinstance(config, TrainConfig):
+            config = TrainConfig.from_dict(dict(config))
+        return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()
+
+    # Called from Python, a refusal names the arguments (batch_size=64), not the flags.
+    return run() if _command_line else in_python_words(run)()

@@ -13,7 +13,7 @@ from mnist_core.errors import ConfigError
         ({"epochs": -3}, "--epochs"),
         ({"batch_size": 0}, "--batch-size"),
         ({"optimizer": "adamw"}, "--optimizer"),
-        ({"dataset": "cifar10"}, "--dataset"),
+        ({"dataset": "Not a dataset!"}, "--dataset"),
         ({"strategy": "tpu"}, "--strategy"),
         ({"precision": "float16"}, "--precision"),
         ({"lr": 0.0}, "--lr"),

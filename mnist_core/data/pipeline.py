@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from mnist_core.data.dataset import IMAGE_SIZE
+from mnist_core.data.dataset import NUM_CLASSES, image_shape_of
 
 
 def normalize_images(images, input_shape: Sequence[int], pixels: str = "unit"):
-    """uint8 ``[N, 28, 28]`` → float32 shaped ``[N, *input_shape]``: in [0, 1] (``unit``),
+    """uint8 ``[N, H, W]`` or ``[N, H, W, C]`` → float32 shaped ``[N, *input_shape]`` (the
+    model's: ``(H, W, C)``, or flat ``(H*W*C,)``): in [0, 1] (``unit``),
     or the 0-255 values themselves (``raw``, as some tutorials feed them).
 
     The one definition of the model's input: the training and evaluation pipelines, the
@@ -29,25 +30,27 @@ def normalize_images(images, input_shape: Sequence[int], pixels: str = "unit"):
     return tf.reshape(tf.cast(images, tf.float32) * scale, (-1, *input_shape))
 
 
-def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = "sparse"):
+def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = "sparse",
+                num_classes: int = NUM_CLASSES):
     import tensorflow as tf
 
     # Plain tensor code: AutoGraph (tf.data's default for map functions) has nothing to convert.
     @tf.autograph.experimental.do_not_convert
-    def normalize(images, targets):
+    def normalize(images, targets, *weights):
         # Scale on the batch, not per example: one vectorised op per batch instead of
         # one per image is what keeps the pipeline far ahead of the model.
-        return normalize_images(images, input_shape, pixels), encode_labels(targets, labels)
+        return (normalize_images(images, input_shape, pixels), encode_labels(targets, labels, num_classes),
+                *weights)
 
     return normalize
 
 
-def encode_labels(labels, form: str = "sparse"):
+def encode_labels(labels, form: str = "sparse", num_classes: int = NUM_CLASSES):
     """Class indices as the loss takes them: int32 indices (``sparse``) or float32 one-hot rows."""
     import tensorflow as tf
 
     if form == "one_hot":
-        return tf.one_hot(tf.cast(labels, tf.int32), 10, dtype=tf.float32)
+        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
     return tf.cast(labels, tf.int32)
 
 
@@ -98,13 +101,15 @@ class ResidentBatches:
         position: The global step of the next batch (advanced by the loop).
     """
 
-    def __init__(self, images, labels, *, global_batch_size: int, seed: int, start_step: int = 0):
+    def __init__(self, images, labels, *, global_batch_size: int, seed: int, start_step: int = 0, weights=None):
         import tensorflow as tf
 
         self.num_examples = len(labels)
         self.steps_per_epoch = steps_per_epoch(self.num_examples, global_batch_size)
         self.images = tf.Variable(images, trainable=False)
         self.labels = tf.Variable(labels, trainable=False)
+        # Per-example weights (sample and class weights), gathered with their examples.
+        self.weights = None if weights is None else tf.Variable(weights, trainable=False)
         self.global_batch_size, self.seed, self.position = global_batch_size, int(seed), int(start_step)
         self._orders = (None, None)  # (epoch, its indices and the next's): drawn once per epoch
 
@@ -122,7 +127,7 @@ class ResidentBatches:
 
 def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_shape: Sequence[int],
                   skip_batches: int = 0, augment: Optional[str] = None, pixels: str = "unit",
-                  label_format: str = "sparse"):
+                  label_format: str = "sparse", num_classes: int = NUM_CLASSES, weights=None):
     """Infinite training pipeline: per-epoch permutation → gather batches → normalise → prefetch.
 
     Every epoch is a fresh permutation of the whole set, drawn with
@@ -141,6 +146,9 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     un-skipped pipeline yields from its k-th batch on. Resuming uses this instead of a
     saved iterator; it starts at the right epoch's permutation and skips index batches
     only, so fast-forwarding costs milliseconds wherever the run stopped.
+
+    With ``weights`` (float32 ``[N]``) each batch is ``(images, labels, weights)``: the
+    weights travel with their examples, as ``fit``'s ``sample_weight``.
     """
     import tensorflow as tf
 
@@ -155,8 +163,10 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     first_epoch, offset = divmod(skip_batches, per_epoch)
     indices = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)
     # The arrays enter the pipeline once, as one element repeated (no copy per batch).
-    arrays = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    normalize = _normalizer(input_shape, pixels, label_format)
+    arrays = tf.data.Dataset.from_tensors((images, labels) if weights is None else
+                                          (images, labels, weights)).repeat()
+    normalize = _normalizer(input_shape, pixels, label_format, num_classes)
+    image_shape = image_shape_of(images)
     transform = None
     if augment:
         from mnist_core import augment as augment_lib
@@ -168,26 +178,27 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
 
     @tf.autograph.experimental.do_not_convert
     def gather(batch, step, arrays):
-        images, labels = tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
+        images, labels, *weights = (tf.gather(array, batch) for array in arrays)
         if transform is not None:
             # Augmentation works on [0, 1] images; "raw" pixels are scaled back after it.
-            unit = normalize_images(images, (IMAGE_SIZE, IMAGE_SIZE, 1))
+            unit = normalize_images(images, image_shape)
             unit = transform(unit, tf.stack([tf.constant(seed, tf.int64), step]))
             if pixels == "raw" and images.dtype != tf.float32:
                 unit = unit * 255.0
-            return tf.reshape(unit, (-1, *input_shape)), encode_labels(labels, label_format)
-        return normalize(images, labels)
+            return (tf.reshape(unit, (-1, *input_shape)), encode_labels(labels, label_format, num_classes),
+                    *weights)
+        return normalize(images, labels, *weights)
 
     ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(images, labels, *, batch_size: int, input_shape: Sequence[int], pixels: str = "unit",
-                 label_format: str = "sparse"):
+                 label_format: str = "sparse", num_classes: int = NUM_CLASSES):
     """Finite evaluation pipeline that yields every example exactly once (last batch partial)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(_normalizer(input_shape, pixels, label_format), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_normalizer(input_shape, pixels, label_format, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
 
 from mnist_core.errors import ModelError, one_line
 
 DEFAULT_INPUT_SHAPE: Tuple[int, ...] = (28, 28, 1)
+DEFAULT_NUM_CLASSES = 10
+# How a built-in model takes an image (H, W, C): flat (a vector of H*W*C) or as it is.
+LAYOUTS = ("flat", "image")
 
 
 # What a run's summary.json names a model by when it was a Python object or a class that
@@ -36,6 +41,8 @@ class ModelSpec:
         input_shape_declared: ``input_shape`` was declared (registered, or a
             ``mnist_input_shape`` attribute) rather than the default; an undeclared one
             gives way to the model's own ``keras.Input`` (:func:`input_shape_of`).
+        layout: ``flat`` or ``image`` for a model built for the data's image shape (the
+            zoo's; ``input_shape`` is then its MNIST shape); ``None`` for a fixed shape.
     """
 
     name: str
@@ -44,6 +51,16 @@ class ModelSpec:
     description: str
     instance: object = None
     input_shape_declared: bool = True
+    layout: Optional[str] = None
+
+    def input_shape_for(self, image_shape: Sequence[int]) -> Tuple[int, ...]:
+        """The input shape the model is built for, given the data's ``(H, W, C)`` images."""
+        image_shape = tuple(int(d) for d in image_shape)
+        if self.layout == "flat":
+            return (int(np.prod(image_shape)),)
+        if self.layout == "image" or not self.input_shape_declared:
+            return image_shape
+        return self.input_shape
 
     @property
     def label(self) -> str:
@@ -61,18 +78,28 @@ class ModelSpec:
 _REGISTRY: Dict[str, ModelSpec] = {}
 
 
-def register(name: str, factory: Callable, input_shape: Sequence[int], description: str = "") -> None:
+def register(name: str, factory: Callable, input_shape, description: str = "") -> None:
     """Adds a model under ``name``.
 
     Args:
         name: Name for ``--model``.
-        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm=``
-            if it takes that argument (``--sync-batchnorm`` is applied to the built model's
-            BatchNormalization layers either way).
-        input_shape: Shape of one input example.
+        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm=``,
+            ``input_shape=`` and ``num_classes=`` if it takes those arguments by name
+            (``--sync-batchnorm`` is applied to the built model's BatchNormalization layers
+            either way).
+        input_shape: Shape of one input example, or ``"flat"``/``"image"``: built for
+            the data's images (a vector of ``H*W*C``, or ``(H, W, C)``), passed to the
+            factory as ``input_shape=``.
         description: One line shown in listings.
     """
-    _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), description or (factory.__doc__ or "").strip())
+    description = description or (factory.__doc__ or "").strip()
+    if isinstance(input_shape, str):
+        if input_shape not in LAYOUTS:
+            raise ValueError(f"input_shape {input_shape!r}: a shape, 'flat' or 'image'")
+        mnist = (784,) if input_shape == "flat" else DEFAULT_INPUT_SHAPE
+        _REGISTRY[name] = ModelSpec(name, factory, mnist, description, layout=input_shape)
+    else:
+        _REGISTRY[name] = ModelSpec(name, factory, tuple(input_shape), description)
 
 
 def names() -> Tuple[str, ...]:
@@ -139,18 +166,19 @@ def spec_for(target, name: str = "") -> ModelSpec:
                      (inspect.getdoc(target) or "").split("\n")[0], input_shape_declared=declared is not None)
 
 
-def input_shape_of(model, spec: ModelSpec) -> Tuple[int, ...]:
+def input_shape_of(model, spec: ModelSpec, image_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> Tuple[int, ...]:
     """The shape of one example ``model`` takes.
 
     A declared shape wins (the model's ``mnist_input_shape`` attribute, a registered shape,
-    a factory's attribute); then the model's own ``keras.Input`` (Sequential or Functional
-    models that start with one); then ``(28, 28, 1)``.
+    a factory's attribute, a zoo model's layout for ``image_shape``); then the model's own
+    ``keras.Input`` (Sequential or Functional models that start with one); then the data's
+    ``image_shape`` ``(H, W, C)``.
     """
     declared = getattr(model, "mnist_input_shape", None)
     if declared is not None:
         return tuple(declared)
     if spec.input_shape_declared:
-        return spec.input_shape
+        return spec.input_shape_for(image_shape)
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -159,21 +187,32 @@ def input_shape_of(model, spec: ModelSpec) -> Tuple[int, ...]:
         shape = tuple(inputs[0].shape[1:])
         if shape and all(isinstance(d, int) for d in shape):
             return shape
-    return spec.input_shape
+    return spec.input_shape_for(image_shape)
 
 
-def _takes_sync_batchnorm(factory) -> bool:
-    """Whether a factory function accepts ``sync_batchnorm=`` (by name or ``**kwargs``).
+def _factory_arguments(factory, sync_batchnorm: bool, input_shape, num_classes: int) -> Dict:
+    """What a factory is given: ``sync_batchnorm=`` where it takes it (by name or
+    ``**kwargs``), ``input_shape=`` and ``num_classes=`` where it names them.
 
-    Classes never get it: ``keras.Model.__init__`` takes ``**kwargs`` and would refuse it.
+    Classes get none: ``keras.Model.__init__`` takes ``**kwargs`` and would refuse them.
+    A ``**kwargs`` factory is not given the shape and classes it did not ask for: it may
+    pass its keywords on to a Keras constructor.
     """
     if inspect.isclass(factory):
-        return False
+        return {}
     try:
         parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
-        return False
-    return any(p.name == "sync_batchnorm" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return {}
+    names = {p.name for p in parameters}
+    arguments = {}
+    if "sync_batchnorm" in names or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        arguments["sync_batchnorm"] = sync_batchnorm
+    if "input_shape" in names:
+        arguments["input_shape"] = tuple(input_shape)
+    if "num_classes" in names:
+        arguments["num_classes"] = num_classes
+    return arguments
 
 
 def _keras_message(error: Exception) -> str:
@@ -183,48 +222,60 @@ def _keras_message(error: Exception) -> str:
     return one_line(text)[:300]
 
 
-def build(spec: ModelSpec, *, sync_batchnorm: bool = False):
-    """Instantiates and builds a model, checking it outputs ``[batch, 10]`` logits or probabilities.
+def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+          num_classes: int = DEFAULT_NUM_CLASSES):
+    """Instantiates and builds a model for the data, checking it outputs ``[batch, num_classes]``
+    logits or probabilities.
 
     Call inside ``strategy.scope()`` so the variables are created distributed. The model is
     called once on zeros of :func:`input_shape_of`'s shape.
 
+    Args:
+        spec: The model.
+        sync_batchnorm: Passed to a factory that takes it.
+        image_shape: The data's images, ``(H, W, C)``: a zoo model is built for them.
+        num_classes: The data's classes: the width of the output.
+
     Raises:
         ModelError: the factory fails, returns something else than a ``keras.Model``, or
-            the model's output is not ``[batch, 10]``.
+            the model's output is not ``[batch, num_classes]``.
     """
     import keras
-    import numpy as np
 
     where = spec.label
+    image_shape = tuple(int(d) for d in image_shape)
     try:
         if spec.instance is not None:
             model = spec.instance
-        elif _takes_sync_batchnorm(spec.factory):
-            model = spec.factory(sync_batchnorm=sync_batchnorm)
         else:
-            model = spec.factory()
+            model = spec.factory(**_factory_arguments(spec.factory, sync_batchnorm, spec.input_shape_for(image_shape),
+                                                      num_classes))
     except Exception as e:
         raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {_keras_message(e)})") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"{where}: returned {type(model).__name__}, expected a keras.Model")
-    input_shape = input_shape_of(model, spec)
+    input_shape = input_shape_of(model, spec, image_shape)
     probe = np.zeros((2, *input_shape), dtype="float32")
+    h, w, c = image_shape
     try:
         out = model(probe, training=False)
     except Exception as e:
         raise ModelError(
             f"{where}: calling the model on a batch of shape {probe.shape} failed "
             f"({type(e).__name__}: {_keras_message(e)}); mnist_core feeds float32 images in [0, 1] shaped "
-            "(28, 28, 1), or the shape the model declares: a class attribute mnist_input_shape = (784,) or a "
-            "first keras.Input((784,))"
+            f"({h}, {w}, {c}) (the data's), or the shape the model declares: a class attribute "
+            f"mnist_input_shape = ({h * w * c},) or a first keras.Input(({h * w * c},))"
         ) from None
     if isinstance(out, (list, tuple, dict)):
         raise ModelError(f"{where}: returns {len(out)} outputs; mnist_core trains a model with one output "
-                         "of shape (batch, 10)")
+                         f"of shape (batch, {num_classes})")
     shape = tuple(getattr(out, "shape", ()))
-    if len(shape) != 2 or shape[1] != 10:
-        raise ModelError(f"{where}: output has shape {shape}, expected (batch, 10) logits or class probabilities")
+    if len(shape) != 2 or shape[1] != num_classes:
+        raise ModelError(f"{where}: output has shape {shape}, expected (batch, {num_classes}) logits or class "
+                         f"probabilities (the data has {num_classes} classes)")
+    if int(np.prod(input_shape)) != h * w * c:
+        raise ModelError(f"{where}: takes inputs of shape {input_shape} ({int(np.prod(input_shape))} values), "
+                         f"but the data's images are {h}x{w}x{c} ({h * w * c} values)")
     return model
 
 
@@ -232,17 +283,17 @@ def _builtin(name: str) -> Callable:
     """A factory that imports the zoo (and so Keras and TensorFlow) only when called:
     ``python -m mnist_core.models`` must be able to load TensorFlow quietly first."""
 
-    def factory(**kwargs):
+    def factory(sync_batchnorm: bool = False, input_shape=None, num_classes: int = DEFAULT_NUM_CLASSES):
         from mnist_core.models import zoo
 
-        return getattr(zoo, name)(**kwargs)
+        return getattr(zoo, name)(sync_batchnorm=sync_batchnorm, input_shape=input_shape, num_classes=num_classes)
 
     factory.__name__ = factory.__qualname__ = name
     return factory
 
 
 def _register_builtins() -> None:
-    flat, image = (784,), DEFAULT_INPUT_SHAPE
+    flat, image = "flat", "image"
     register("mlp", _builtin("mlp"), flat, "Dense 1024-512-128 ReLU, Dense 10 logits")
     register("mlp_small", _builtin("mlp_small"), flat, "Dense 32 ReLU, Dense 10")
     register("mlp_l1", _builtin("mlp_l1"), flat, "Dense 128-32 ReLU, L1(1e-4), dropout 0.01")

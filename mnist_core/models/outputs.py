@@ -81,6 +81,18 @@ def output_kind(model, input_shape=None) -> str:
     return "logits"
 
 
+def output_width(model, input_shape) -> int:
+    """How many classes ``model`` outputs: its output's last dimension (read off its
+    output, or a call on zeros of ``input_shape`` for a subclassed model)."""
+    try:
+        width = model.outputs[0].shape[-1] if model.outputs else None
+    except (AttributeError, ValueError):
+        width = None
+    if width is None:
+        width = np.asarray(model(np.zeros((1, *input_shape), "float32"), training=False)).shape[-1]
+    return int(width)
+
+
 def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     """Class probabilities ``[N, 10]`` (float64) from a model's outputs of ``kind``.
 

@@ -4,6 +4,10 @@ The first six (``mlp`` ... ``lenet``) end in a float32 ``Dense(10)`` without sof
 a mixed-precision policy the logits (and therefore the loss) stay float32, and the softmax
 belongs to prediction. The last nine are the tutorials' nine scripts' models exactly as
 written (a softmax or sigmoid at the end, script 000's MLP without activations).
+
+Each factory takes ``input_shape`` (the data's images, ``(H, W, C)``, or flat ``(H*W*C,)``)
+and ``num_classes``: the same architecture for any image size and class count; the
+defaults are MNIST's.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ FLAT = (784,)
 IMAGE = (28, 28, 1)
 
 
-def _logits() -> layers.Layer:
-    return layers.Dense(10, dtype="float32", name="logits")
+def _logits(num_classes: int = 10) -> layers.Layer:
+    return layers.Dense(num_classes, dtype="float32", name="logits")
 
 
 def _batch_norm(sync_batchnorm: bool) -> layers.Layer:
@@ -25,64 +29,64 @@ def _batch_norm(sync_batchnorm: bool) -> layers.Layer:
     return layers.BatchNormalization(synchronized=sync_batchnorm)
 
 
-def mlp(**_) -> keras.Model:
+def mlp(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Flatten, Dense 1024-512-128 ReLU, Dense 10."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(1024, activation="relu"),
             layers.Dense(512, activation="relu"),
             layers.Dense(128, activation="relu"),
-            _logits(),
+            _logits(num_classes),
         ],
         name="mlp",
     )
 
 
-def mlp_small(**_) -> keras.Model:
+def mlp_small(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Dense 32 ReLU, Dense 10: the smallest tutorial model."""
     return keras.Sequential(
-        [keras.Input(FLAT), layers.Dense(32, activation="relu"), _logits()], name="mlp_small"
+        [keras.Input(input_shape or FLAT), layers.Dense(32, activation="relu"), _logits(num_classes)], name="mlp_small"
     )
 
 
-def mlp_l1(**_) -> keras.Model:
+def mlp_l1(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Dense 128 and 32 ReLU with L1(1e-4) kernel regularisers and dropout 0.01."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
             layers.Dropout(0.01),
             layers.Dense(32, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
             layers.Dropout(0.01),
-            _logits(),
+            _logits(num_classes),
         ],
         name="mlp_l1",
     )
 
 
-def deep_mlp(sync_batchnorm: bool = False, **_) -> keras.Model:
+def deep_mlp(sync_batchnorm: bool = False, input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Dense 512 ReLU, Dropout 0.2, Dense 512 L2(1e-3), BatchNorm, ReLU, Dropout 0.2, Dense 10."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(512, activation="relu"),
             layers.Dropout(0.2),
             layers.Dense(512, kernel_regularizer=regularizers.L2(1e-3)),
             _batch_norm(sync_batchnorm),
             layers.Activation("relu"),
             layers.Dropout(0.2),
-            _logits(),
+            _logits(num_classes),
         ],
         name="deep_mlp",
     )
 
 
-def cnn(**_) -> keras.Model:
+def cnn(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Conv 32 same, Conv 32, MaxPool 2, Dropout .25, Dense 128, Dropout .5, Dense 10."""
     return keras.Sequential(
         [
-            keras.Input(IMAGE),
+            keras.Input(input_shape or IMAGE),
             layers.Conv2D(32, 3, padding="same", activation="relu"),
             layers.Conv2D(32, 3, activation="relu"),
             layers.MaxPooling2D(2),
@@ -90,17 +94,17 @@ def cnn(**_) -> keras.Model:
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dropout(0.5),
-            _logits(),
+            _logits(num_classes),
         ],
         name="cnn",
     )
 
 
-def lenet(**_) -> keras.Model:
+def lenet(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """LeNet: Conv 6, AvgPool, Conv 16, AvgPool, Conv 120, Dense 84, Dense 10 (3x3 kernels)."""
     return keras.Sequential(
         [
-            keras.Input(IMAGE),
+            keras.Input(input_shape or IMAGE),
             layers.Conv2D(6, 3, activation="relu"),
             layers.AveragePooling2D(2),
             layers.Conv2D(16, 3, activation="relu"),
@@ -108,7 +112,7 @@ def lenet(**_) -> keras.Model:
             layers.Conv2D(120, 3, activation="relu"),
             layers.Flatten(),
             layers.Dense(84, activation="relu"),
-            _logits(),
+            _logits(num_classes),
         ],
         name="lenet",
     )
@@ -128,29 +132,29 @@ def _probabilities(activation: str) -> layers.Layer:
     return layers.Activation(activation, dtype="float32", name=activation)
 
 
-def linear_mlp_softmax(**_) -> keras.Model:
+def linear_mlp_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 000: Flatten, Dense 1024, 512, 128 with no activation between them, Dense 10, softmax."""
     return keras.Sequential(
-        [keras.Input(IMAGE), layers.Flatten(), layers.Dense(1024), layers.Dense(512), layers.Dense(128),
-         layers.Dense(10, dtype="float32"), _probabilities("softmax")],
+        [keras.Input(input_shape or IMAGE), layers.Flatten(), layers.Dense(1024), layers.Dense(512), layers.Dense(128),
+         layers.Dense(num_classes, dtype="float32"), _probabilities("softmax")],
         name="linear_mlp_softmax",
     )
 
 
-def mlp32_softmax(**_) -> keras.Model:
+def mlp32_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 001a: Dense 32, ReLU, Dense 10, softmax."""
     return keras.Sequential(
-        [keras.Input(FLAT), layers.Dense(32), layers.Activation("relu"), layers.Dense(10, dtype="float32"),
+        [keras.Input(input_shape or FLAT), layers.Dense(32), layers.Activation("relu"), layers.Dense(num_classes, dtype="float32"),
          _probabilities("softmax")],
         name="mlp32_softmax",
     )
 
 
-def cnn_softmax(**_) -> keras.Model:
+def cnn_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 001b (Keras' mnist_cnn): Conv 32 same, Conv 32, MaxPool, Dropout .25, Dense 128, Dropout .5, softmax."""
     return keras.Sequential(
         [
-            keras.Input(IMAGE),
+            keras.Input(input_shape or IMAGE),
             layers.Conv2D(32, 3, padding="same"), layers.Activation("relu"),
             layers.Conv2D(32, 3), layers.Activation("relu"),
             layers.MaxPooling2D(2),
@@ -158,41 +162,41 @@ def cnn_softmax(**_) -> keras.Model:
             layers.Flatten(),
             layers.Dense(128), layers.Activation("relu"),
             layers.Dropout(0.5),
-            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+            layers.Dense(num_classes, dtype="float32"), _probabilities("softmax"),
         ],
         name="cnn_softmax",
     )
 
 
-def mlp15_softmax(**_) -> keras.Model:
+def mlp15_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 002a: Dense 15 ReLU, Dense 10 softmax."""
     return keras.Sequential(
-        [keras.Input(FLAT), layers.Dense(15, activation="relu"), layers.Dense(10, dtype="float32"),
+        [keras.Input(input_shape or FLAT), layers.Dense(15, activation="relu"), layers.Dense(num_classes, dtype="float32"),
          _probabilities("softmax")],
         name="mlp15_softmax",
     )
 
 
-def mlp_l1_softmax(**_) -> keras.Model:
+def mlp_l1_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 002b: Dense 128 ReLU L1(1e-4), Dropout .01, Dense 32 ReLU L1(1e-4), Dropout .01, Dense 10 softmax."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
             layers.Dropout(0.01),
             layers.Dense(32, activation="relu", kernel_regularizer=regularizers.L1(1e-4)),
             layers.Dropout(0.01),
-            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+            layers.Dense(num_classes, dtype="float32"), _probabilities("softmax"),
         ],
         name="mlp_l1_softmax",
     )
 
 
-def lenet_softmax(**_) -> keras.Model:
+def lenet_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 002c: LeNet (Conv 6, AvgPool, Conv 16, AvgPool, Conv 120, Dense 84), softmax."""
     return keras.Sequential(
         [
-            keras.Input(IMAGE),
+            keras.Input(input_shape or IMAGE),
             layers.Conv2D(6, 3, activation="relu"),
             layers.AveragePooling2D(2),
             layers.Conv2D(16, 3, activation="relu"),
@@ -200,46 +204,46 @@ def lenet_softmax(**_) -> keras.Model:
             layers.Conv2D(120, 3, activation="relu"),
             layers.Flatten(),
             layers.Dense(84, activation="relu"),
-            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+            layers.Dense(num_classes, dtype="float32"), _probabilities("softmax"),
         ],
         name="lenet_softmax",
     )
 
 
-def mlp15_sigmoid(**_) -> keras.Model:
+def mlp15_sigmoid(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 003a: Dense 15 sigmoid, Dense 10 sigmoid."""
     return keras.Sequential(
-        [keras.Input(FLAT), layers.Dense(15, activation="sigmoid"), layers.Dense(10, dtype="float32"),
+        [keras.Input(input_shape or FLAT), layers.Dense(15, activation="sigmoid"), layers.Dense(num_classes, dtype="float32"),
          _probabilities("sigmoid")],
         name="mlp15_sigmoid",
     )
 
 
-def mlp_l2_softmax(**_) -> keras.Model:
+def mlp_l2_softmax(input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 003b: Dense 128 ReLU L2(0.1), Dense 30 ReLU L2(0.1), Dense 10 softmax."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(128, activation="relu", kernel_regularizer=regularizers.L2(0.1)),
             layers.Dense(30, activation="relu", kernel_regularizer=regularizers.L2(0.1)),
-            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+            layers.Dense(num_classes, dtype="float32"), _probabilities("softmax"),
         ],
         name="mlp_l2_softmax",
     )
 
 
-def deep_mlp_softmax(sync_batchnorm: bool = False, **_) -> keras.Model:
+def deep_mlp_softmax(sync_batchnorm: bool = False, input_shape=None, num_classes: int = 10, **_) -> keras.Model:
     """Script 004: Dense 512, ReLU, Dropout .2, Dense 512 L2(1e-3), BatchNorm, ReLU, Dropout .2, Dense 10, softmax."""
     return keras.Sequential(
         [
-            keras.Input(FLAT),
+            keras.Input(input_shape or FLAT),
             layers.Dense(512), layers.Activation("relu"),
             layers.Dropout(0.2),
             layers.Dense(512, kernel_regularizer=regularizers.L2(1e-3)),
             _batch_norm(sync_batchnorm),
             layers.Activation("relu"),
             layers.Dropout(0.2),
-            layers.Dense(10, dtype="float32"), _probabilities("softmax"),
+            layers.Dense(num_classes, dtype="float32"), _probabilities("softmax"),
         ],
         name="deep_mlp_softmax",
     )
