@@ -164,6 +164,7 @@ class Program:
     image_shape: Tuple[int, ...] = (28, 28, 1)  # one image of the data, (H, W, C)
     num_classes: int = 10
     weighted: bool = False  # the training examples carry weights (sample or class weights)
+    streamed: bool = False  # the training set is streamed from a dataset too large for memory
     _images_dtype: np.dtype = np.dtype(np.uint8)  # of the data the run trains on (its probes copy it)
 
     @property
@@ -247,6 +248,14 @@ class Program:
         """The training input from ``start_step``: the distributed iterator over the (endless)
         training batches, or, when the loop gathers its own batches, the training set on the
         device (:class:`mnist_core.data.ResidentBatches`), in the same order either way."""
+        if data.train_stream is not None:
+            dataset = data_lib.streamed_train_dataset(
+                data.train_stream, data.image_shape, data.num_train,
+                global_batch_size=self.batch_per_step or self.config.batch_size, seed=self.config.seed,
+                input_shape=self.input_shape, skip_batches=start_step,
+                augment=augment_lib.resolve(self.config.augment, data.name), pixels=self.config.pixels,
+                label_format=self.labels, num_classes=self.num_classes, weights=data.train_weights)
+            return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
         if self.resident:
             self._images_dtype = np.dtype(data.train_images.dtype)
             return data_lib.ResidentBatches(data.train_images, data.train_labels,
@@ -260,16 +269,22 @@ class Program:
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
-    def eval_input(self, images: np.ndarray, labels: np.ndarray):
+    def eval_input(self, images: np.ndarray, labels: np.ndarray, stream=None):
         """A distributed, finite evaluation dataset (every example exactly once).
 
         Batched by ``--eval-batch-size`` (evaluation keeps no activations for a backward
         pass, so its batches can be much larger than training's, and fewer calls cost less).
+        With ``stream`` (a test set too large for memory), that dataset is read instead.
         """
         batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
-        dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape,
-                                        pixels=self.config.pixels, label_format=self.labels,
-                                        num_classes=self.num_classes)
+        if stream is not None:
+            dataset = data_lib.streamed_eval_dataset(stream, batch_size=batch, input_shape=self.input_shape,
+                                                     pixels=self.config.pixels, label_format=self.labels,
+                                                     num_classes=self.num_classes)
+        else:
+            dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape,
+                                            pixels=self.config.pixels, label_format=self.labels,
+                                            num_classes=self.num_classes)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
 
     def trace(self, iterator, eval_inputs: Sequence) -> None:
@@ -330,7 +345,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
                  on_trace: Optional[Callable[[], None]] = None,
                  spec: Optional[model_lib.ModelSpec] = None, *, decide_jit: bool = True,
                  recorded_jit: Optional[bool] = None, image_shape: Sequence[int] = (28, 28, 1),
-                 num_classes: int = 10, weighted: bool = False) -> Program:
+                 num_classes: int = 10, weighted: bool = False, streamed: bool = False) -> Program:
     """Builds model, optimizer and compiled loops under ``strategy`` (call inside the precision policy).
 
     Args:
@@ -345,6 +360,8 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         image_shape: The data's images, ``(H, W, C)``: zoo models are built for them.
         num_classes: The data's classes: the model's output width.
         weighted: The training examples carry weights (the loops take them with each batch).
+        streamed: The training set is streamed (too large for memory): the tf.data pipeline
+            feeds the loop, never the training set held on the device.
 
     Raises:
         ConfigError: the batch size does not divide over the replicas or exceeds the
@@ -434,7 +451,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     # One replica of mnist_core's step on in-memory data without --augment (whose random
     # transformations stay in the tf.data pipeline, where XLA need not compile them): the
     # loop holds the training set and gathers its batches itself.
-    resident = config.strategy == "default" and not keras_path and config.augment == "off"
+    resident = config.strategy == "default" and not keras_path and config.augment == "off" and not streamed
     plan = _jit_plan(config, replicas, model, protocol, steps_per_epoch, recorded_jit)
     jit_key = None
     if plan is None:
@@ -482,7 +499,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, update_note=update_note,
         outputs=outputs, resident=resident, num_train=num_train,
         labels=labels, keras_eval=keras_eval, image_shape=tuple(image_shape), num_classes=num_classes,
-        weighted=weighted,
+        weighted=weighted, streamed=streamed,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
     if decide_jit:

@@ -107,16 +107,13 @@ class Trainer:
         else:
             data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
                                  seed=config.seed, log=self.reporter.info)
-        python = self.data_source is not None
         # Data without a labelled test split: --val-split holds its test split out (or
         # the run is refused in one line); with one, --val-split holds out validation.
         if data.test_labels is None:
-            data = data_lib.hold_out_test(data, config.val_split, config.seed,
-                                          flag="val_split=" if python else "--val-split")
+            data = data_lib.hold_out_test(data, config.val_split, config.seed)
         else:
             data = data_lib.split_validation(data, config.val_split, config.seed)
-        data = data_lib.with_class_weight(data, config.class_weights,
-                                          flag="class_weight=" if python else "--class-weight")
+        data = data_lib.with_class_weight(data, config.class_weights)
         self.reporter.info(f"data: {data.describe()}")
         if data.train_images.dtype != np.uint8:
             # Float arrays are fed as given, as fit feeds them; the run records their scale
@@ -211,7 +208,8 @@ class Trainer:
         with precision.policy(config.precision):
             program = make_program(config, strategy, data.num_train, on_trace=self.on_trace, spec=spec,
                                    decide_jit=False, recorded_jit=recorded_jit, image_shape=data.image_shape,
-                                   num_classes=data.num_classes, weighted=data.train_weights is not None)
+                                   num_classes=data.num_classes, weighted=data.train_weights is not None,
+                                   streamed=data.train_stream is not None)
             # A model compiled by the user may set steps per loop and XLA (compile's own).
             config = self.config = program.config
             self.model = program.model
@@ -243,10 +241,10 @@ class Trainer:
 
     @staticmethod
     def _eval_sets(program: Program, data: data_lib.MnistData) -> Dict:
-        eval_sets = {"test": (data.test_images, data.test_labels)}
+        eval_sets = {"test": (data.test_images, data.test_labels, data.test_stream)}
         if data.val_images is not None:
-            eval_sets["val"] = (data.val_images, data.val_labels)
-        return {name: program.eval_input(x, y) for name, (x, y) in eval_sets.items()}
+            eval_sets["val"] = (data.val_images, data.val_labels, None)
+        return {name: program.eval_input(*arrays) for name, arrays in eval_sets.items()}
 
     def _check_target_metric(self, program: Program, eval_sets: Dict) -> None:
         if self.config.target_accuracy and program.keras_eval:

@@ -112,8 +112,10 @@ def test_tf_data_refusals(monkeypatch):
     with pytest.raises(DataError, match="test dataset has sample weights"):
         data_lib.from_arrays((dataset, tf.data.Dataset.from_tensor_slices((x, y, np.ones(50)))))
     monkeypatch.setenv("MNIST_CORE_MAX_DATA_BYTES", "1000")
-    with pytest.raises(DataError, match="MNIST_CORE_MAX_DATA_BYTES"):
-        data_lib.from_arrays(dataset)
+    streamed = data_lib.from_arrays(dataset.batch(10))  # too large: streamed, all labels read
+    assert streamed.train_stream is not None and streamed.num_train == 50
+    np.testing.assert_array_equal(streamed.train_labels, y)
+    assert streamed.train_stream.element_spec[0].shape == (12, 12)
 
 
 # ----------------------------------------------------------------------------- files
@@ -326,3 +328,35 @@ def test_csv_and_folders_from_the_command_line(tmp_path, tfds_dir):
     assert error_lines(letters_run.stderr) == [], letters_run.stderr
     summary = json.loads((tmp_path / "letters" / "summary.json").read_text())
     assert summary["class_names"][:2] == ["a", "b"] and summary["test_examples"] == 52
+
+
+# ----------------------------------------------------------------------------- streamed
+
+
+def test_a_dataset_too_large_for_memory_is_streamed_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """Over $MNIST_CORE_MAX_DATA_BYTES a dataset is streamed: each epoch one pass in its own
+    order, every test example evaluated once; a run resumed from its first epoch's checkpoint
+    ends with the uninterrupted run's weights (the dataset yields the same order each pass),
+    and a dataset that reshuffles at every pass is said to make the resume inexact."""
+    monkeypatch.setenv("MNIST_CORE_MAX_DATA_BYTES", "10000")
+    x, y = learnable_digits(600, seed=1)
+    xt, yt = learnable_digits(150, seed=2)
+    w = np.where(y < 5, 1.0, 2.0).astype(np.float32)
+    train = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(50)
+    test = tf.data.Dataset.from_tensor_slices((xt, yt))
+    base = mnist_core.TrainConfig(model="mlp_small", epochs=2, batch_size=64, quiet=True)
+    full = mnist_core.train(base.replace(output_dir=str(tmp_path / "full")), data=(train, test))
+    assert "streamed" in full["dataset"] and full["steps_per_epoch"] == 600 // 64
+    assert full["test_examples"] == 150 and full["test_accuracy"] > 0.8, full
+    mnist_core.train(base.replace(epochs=1, output_dir=str(tmp_path / "part")), data=(train, test))
+    resumed = mnist_core.train(base.replace(output_dir=str(tmp_path / "part"), resume=True), data=(train, test))
+    assert resumed["weights_sha256"] == full["weights_sha256"]
+    assert "not exactly" not in capsys.readouterr().err
+    shuffled = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(600, reshuffle_each_iteration=True)
+    mnist_core.train(base.replace(epochs=1, output_dir=str(tmp_path / "shuffled")), data=(shuffled, test))
+    mnist_core.train(base.replace(output_dir=str(tmp_path / "shuffled"), resume=True), data=(shuffled, test))
+    assert "not exactly as the uninterrupted run would have" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"val_split=0.2: the training dataset is streamed"):
+        mnist_core.train(base.replace(output_dir=str(tmp_path / "val"), val_split=0.2), data=(train, test))
+    with pytest.raises(DataError, match=r"streamed .* pass a test dataset too, data=\(train, test\)"):
+        mnist_core.train(base.replace(output_dir=str(tmp_path / "no-test")), data=train)

@@ -33,6 +33,8 @@ from mnist_core.data.pipeline import (
     epoch_batch_indices,
     eval_dataset,
     normalize_images,
+    streamed_eval_dataset,
+    streamed_train_dataset,
     train_dataset,
 )
 from mnist_core.data.sources import load, load_from_path, load_tfds, synthetic, tfds_prepared
@@ -40,4 +42,4 @@ from mnist_core.data.sources import load, load_from_path, load_tfds, synthetic, 
 __all__ = ["FASHION_CLASSES", "IDX_FILES", "IMAGE_SIZE", "NUM_CLASSES", "MnistData", "ResidentBatches", "class_names",
            "encode_labels", "epoch_batch_indices", "eval_dataset",
            "from_arrays", "has_idx_files", "hold_out_test", "image_shape_of", "with_class_weight", "load", "load_from_path", "load_idx_dir", "load_npz", "load_tfds",
-           "normalize_images", "pixel_scale", "read_idx", "split_validation", "synthetic", "tfds_prepared", "train_dataset"]
+           "normalize_images", "pixel_scale", "read_idx", "split_validation", "streamed_eval_dataset", "streamed_train_dataset", "synthetic", "tfds_prepared", "train_dataset"]

@@ -163,49 +163,62 @@ def from_arrays(arrays, name: str = "mnist", where: str = "data=") -> MnistData:
         return arrays
     from mnist_core.data.tfdata import is_dataset
 
-    source = "numpy arrays"
+    source, streams, stream_classes = "numpy arrays", (None, None), ()
     if is_dataset(arrays) or (isinstance(arrays, (tuple, list)) and len(arrays) == 2
                               and any(is_dataset(p) for p in arrays)):
-        arrays, source = _read_datasets(arrays, where), "a tf.data.Dataset"
+        arrays, streams, stream_classes = _read_datasets(arrays, where)
+        source = "a tf.data.Dataset" + (", streamed (too large for memory)" if any(streams) else "")
     train, test = _parts(arrays, where)
     if train is None or len(train) not in (2, 3):
         raise DataError(f"{where}: the training part must be (x, y) or (x, y, sample_weight)")
     if test is not None and len(test) != 2:
         raise DataError(f"{where}: the test part must be (x_test, y_test); sample weights are for training")
     x_train = _array_images(train[0], f"{where} x_train")
-    y_train, width_train = _array_labels(train[1], f"{where} y_train", len(x_train))
-    weights = _array_weights(train[2], f"{where} sample_weight", len(x_train)) \
+    # A streamed part holds a sample of its images and all its labels.
+    n_train = len(train[1]) if streams[0] is not None else len(x_train)
+    y_train, width_train = _array_labels(train[1], f"{where} y_train", n_train)
+    weights = _array_weights(train[2], f"{where} sample_weight", n_train) \
         if len(train) == 3 and train[2] is not None else None
     x_test = y_test = width_test = None
     if test is not None:
         x_test = _array_images(test[0], f"{where} x_test")
-        y_test, width_test = _array_labels(test[1], f"{where} y_test", len(x_test))
+        n_test = len(test[1]) if streams[1] is not None else len(x_test)
+        y_test, width_test = _array_labels(test[1], f"{where} y_test", n_test)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{where}: x_test images are {x_test.shape[1:]}, x_train's {x_train.shape[1:]}")
-    return assemble(x_train, y_train, x_test, y_test, name=name, source=source, weights=weights,
-                    widths=(width_train, width_test), where=where)
+    data = assemble(x_train, y_train, x_test, y_test, name=name, source=source, weights=weights,
+                    widths=(width_train, width_test, *stream_classes), where=where)
+    if any(streams):
+        import dataclasses
+
+        data = dataclasses.replace(data, train_stream=streams[0], test_stream=streams[1])
+    return data
 
 
 def _read_datasets(value, where: str):
     """A training ``tf.data.Dataset``, or a ``(train, test)`` pair of them (``test`` may be
-    ``None``), read into ``((x, y[, w]), (x, y))`` arrays (:mod:`mnist_core.data.tfdata`)."""
+    ``None``), read (:mod:`mnist_core.data.tfdata`): ``((x, y[, w]), (x, y))`` arrays, and
+    per part the stream (a dataset too large for memory) and the class count it gives."""
     from mnist_core.data.tfdata import is_dataset, read
 
     train, test = (value, None) if is_dataset(value) else value
-    parts = []
+    parts, streams, classes = [], [], []
     for dataset, part in ((train, "training"), (test, "test")):
         if dataset is None:
             parts.append(None)
+            streams.append(None)
             continue
         if not is_dataset(dataset):
             raise DataError(f"{where}: the {part} part is a {type(dataset).__name__}; give both parts as "
                             "tf.data.Datasets, or both as arrays")
-        x, y, w = read(dataset, f"{where} {part} dataset")
-        if part == "test" and w is not None:
+        got = read(dataset, f"{where} {part} dataset")
+        if part == "test" and got.weights is not None:
             raise DataError(f"{where}: the test dataset has sample weights; mnist_core evaluates every test example "
                             "once, unweighted (weights are for training)")
-        parts.append((x, y) if w is None else (x, y, w))
-    return tuple(parts)
+        parts.append((got.images, got.labels) if got.weights is None else (got.images, got.labels, got.weights))
+        streams.append(got.stream)
+        classes.append(got.classes)
+    return tuple(parts), tuple(streams), tuple(classes)
 
 
 def assemble(x_train, y_train, x_test, y_test, *, name: str, source: str, weights=None, widths=(),

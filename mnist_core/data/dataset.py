@@ -12,7 +12,7 @@ pipeline (:mod:`mnist_core.data.pipeline`), where it overlaps with training.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -58,6 +58,11 @@ class MnistData:
             ``0..max(label)``.
         train_weights: Optional float32 ``[N]`` weight per training example (sample
             weights, class weights), as ``fit``'s ``sample_weight``.
+        train_stream: A ``tf.data.Dataset`` of ``(image, class index)`` examples to train
+            from, for data too large for memory (:mod:`mnist_core.data.tfdata`):
+            ``train_images`` then holds only its first images, ``train_labels`` all its
+            labels, in its order.
+        test_stream: The same for the test split.
     """
 
     train_images: np.ndarray
@@ -70,6 +75,8 @@ class MnistData:
     val_labels: Optional[np.ndarray] = None
     classes: Tuple[str, ...] = ()
     train_weights: Optional[np.ndarray] = None
+    train_stream: Any = None
+    test_stream: Any = None
 
     def __post_init__(self):
         if not self.classes:
@@ -131,6 +138,9 @@ def check_labels(labels: np.ndarray, where: str, num_classes: Optional[int] = NU
 
 
 def _split(data: MnistData, fraction: float, seed: int, what: str, flag: str):
+    if data.train_stream is not None:
+        raise DataError(f"{flag} {fraction}: the training dataset is streamed (too large for memory), and mnist_core "
+                        f"holds no {what} examples out of a stream; pass a test dataset too, data=(train, test)")
     n_held = int(round(data.num_train * fraction))
     if n_held < 1 or n_held >= data.num_train:
         raise DataError(
@@ -164,6 +174,8 @@ def hold_out_test(data: MnistData, fraction: float, seed: int, flag: str = "--va
     """
     if data.test_labels is not None:
         return data
+    if data.train_stream is not None:
+        _split(data, fraction or 1.0, seed, "test", flag)  # refused: nothing is held out of a stream
     if fraction <= 0:
         raise DataError(f"{data.name} from {data.source} has no labelled test split; hold out part of the training "
                         f"set with {flag} (0.1 holds out a tenth), or supply a test split")

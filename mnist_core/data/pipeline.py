@@ -165,20 +165,35 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
     # The arrays enter the pipeline once, as one element repeated (no copy per batch).
     arrays = tf.data.Dataset.from_tensors((images, labels) if weights is None else
                                           (images, labels, weights)).repeat()
-    normalize = _normalizer(input_shape, pixels, label_format, num_classes)
-    image_shape = image_shape_of(images)
-    transform = None
-    if augment:
-        from mnist_core import augment as augment_lib
-
-        transform = augment_lib.make(augment)
+    prepare = _batch_preparation(image_shape_of(images), seed=seed, input_shape=input_shape, augment=augment,
+                                 pixels=pixels, label_format=label_format, num_classes=num_classes)
     # The global batch number: with --augment, each batch's random transformation is drawn
     # from [seed, batch], so a resumed run transforms its batches as an uninterrupted one.
     steps = tf.data.Dataset.counter(skip_batches)
 
     @tf.autograph.experimental.do_not_convert
     def gather(batch, step, arrays):
-        images, labels, *weights = (tf.gather(array, batch) for array in arrays)
+        return prepare(step, *(tf.gather(array, batch) for array in arrays))
+
+    ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_preparation(image_shape, *, seed: int, input_shape: Sequence[int], augment: Optional[str],
+                       pixels: str, label_format: str, num_classes: int):
+    """``prepare(step, images, labels[, weights])``: a batch as the model takes it — scaled,
+    shaped, augmented (``--augment``, drawn from ``[seed, step]``), targets encoded."""
+    import tensorflow as tf
+
+    normalize = _normalizer(input_shape, pixels, label_format, num_classes)
+    transform = None
+    if augment:
+        from mnist_core import augment as augment_lib
+
+        transform = augment_lib.make(augment)
+
+    @tf.autograph.experimental.do_not_convert
+    def prepare(step, images, labels, *weights):
         if transform is not None:
             # Augmentation works on [0, 1] images; "raw" pixels are scaled back after it.
             unit = normalize_images(images, image_shape)
@@ -189,7 +204,45 @@ def train_dataset(images, labels, *, global_batch_size: int, seed: int, input_sh
                     *weights)
         return normalize(images, labels, *weights)
 
-    ds = tf.data.Dataset.zip((indices, steps, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return prepare
+
+
+def streamed_train_dataset(stream, image_shape, num_examples: int, *, global_batch_size: int, seed: int,
+                           input_shape: Sequence[int], skip_batches: int = 0, augment: Optional[str] = None,
+                           pixels: str = "unit", label_format: str = "sparse", num_classes: int = NUM_CLASSES,
+                           weights=None):
+    """Infinite training pipeline over a dataset too large to hold in memory: each epoch is
+    one pass of ``stream`` (elements ``(image, label)``) in its own order, cut into
+    ``num_examples // global_batch_size`` full batches (the remainder dropped), then
+    prepared as :func:`train_dataset` prepares its batches.
+
+    ``skip_batches=k`` reads and drops the first k batches: a resumed run sees what the
+    uninterrupted one saw when the dataset yields the same order on every pass.
+    ``weights`` (float32 ``[N]``, in the stream's order) travel with their examples.
+    """
+    import tensorflow as tf
+
+    per_epoch = steps_per_epoch(num_examples, global_batch_size)
+    if weights is not None:
+        stream = tf.data.Dataset.zip((stream, tf.data.Dataset.from_tensor_slices(weights))).map(
+            lambda element, weight: (*element, weight))
+    # take(): a pass is exactly num_examples // B batches, whatever the stream's length.
+    batches = stream.batch(global_batch_size, drop_remainder=True).take(per_epoch).repeat().skip(skip_batches)
+    prepare = _batch_preparation(tuple(image_shape), seed=int(seed), input_shape=input_shape, augment=augment,
+                                 pixels=pixels, label_format=label_format, num_classes=num_classes)
+    steps = tf.data.Dataset.counter(skip_batches)
+    ds = tf.data.Dataset.zip((steps, batches)).map(lambda step, batch: prepare(step, *batch),
+                                                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def streamed_eval_dataset(stream, *, batch_size: int, input_shape: Sequence[int], pixels: str = "unit",
+                          label_format: str = "sparse", num_classes: int = NUM_CLASSES):
+    """Finite evaluation pipeline over a streamed dataset: every example once, in its order."""
+    import tensorflow as tf
+
+    ds = stream.batch(batch_size, drop_remainder=False)
+    ds = ds.map(_normalizer(input_shape, pixels, label_format, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,11 +1,18 @@
-"""A ``tf.data.Dataset`` as ``data=``: read once into memory, then trained like arrays.
+"""A ``tf.data.Dataset`` as ``data=``: read once into memory and trained like arrays, or
+streamed when it is too large.
 
 Why in memory: the datasets mnist_core is for (MNIST-style images, tens of thousands of
 examples) fit many times over, and held in memory they keep everything the arrays have —
 the training set held on the device and batches gathered inside the compiled loop, the
 seeded per-epoch order that makes a resumed run exact, evaluation of every example
 once. A dataset is read to its end once (its cardinality may be unknown); an endless one
-(``repeat()``) or one larger than :data:`MAX_BYTES` is refused in one line.
+(``repeat()``) is refused in one line.
+
+A dataset with more than :data:`MAX_BYTES` of images is streamed instead: one pass reads
+its labels (and weights) only, to count its examples and classes, and training then runs
+through the tf.data pipeline, each epoch one pass of the dataset in its own order
+(:func:`mnist_core.data.pipeline.streamed_train_dataset`). Its first images are kept as a
+sample, from which the pixels' scale and shape are read.
 
 Elements are ``(image, label)``, ``(image, label, sample_weight)`` or TFDS' dicts
 (``{"image": ..., "label": ...}``), batched or not.
@@ -13,6 +20,7 @@ Elements are ``(image, label)``, ``(image, label, sample_weight)`` or TFDS' dict
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import List, Optional
 
@@ -70,12 +78,36 @@ def _batched(image_spec, label_spec) -> bool:
     return first is None or (image_spec.shape.rank and image_spec.shape[0] == first and image_spec.shape.rank >= 3)
 
 
-def read(dataset, where: str):
-    """``(images, labels, weights)`` numpy arrays of every element of ``dataset``, in order.
+# Images kept from a streamed dataset: its pixels' scale and shape are read from them.
+SAMPLE = 1024
+
+
+@dataclasses.dataclass
+class Read:
+    """A dataset as :func:`read` gives it.
+
+    Attributes:
+        images: Every image, in order; for a streamed dataset, its first :data:`SAMPLE`.
+        labels: Every label (class indices, or one-hot rows as the dataset holds them).
+        weights: Every example's weight, or ``None``.
+        stream: ``None`` (all in memory), or the dataset as ``(image, class index)``
+            elements, one example each, to train from.
+        classes: A streamed dataset's one-hot width (its class count), else ``None``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    weights: Optional[np.ndarray]
+    stream: object = None
+    classes: Optional[int] = None
+
+
+def read(dataset, where: str) -> Read:
+    """Every element of ``dataset`` in memory, in order; or, for a dataset with more than
+    :data:`MAX_BYTES` of images, its labels, weights and first images, and the stream.
 
     Raises:
-        DataError: an endless dataset, elements of another form, or more than
-            :data:`MAX_BYTES` of images.
+        DataError: an endless or empty dataset, or elements of another form.
     """
     import tensorflow as tf
 
@@ -84,8 +116,54 @@ def read(dataset, where: str):
         raise DataError(f"{where} is endless (repeat()): mnist_core makes the epochs itself; pass the dataset "
                         "without repeat()")
     specs, take = _parts(dataset.element_spec, where)
-    if not _batched(specs[0], specs[1]):
-        dataset = dataset.batch(1024)  # read in batches: one Python step per example is slow
+    batched = _batched(specs[0], specs[1])
+    try:
+        return Read(*_read_all(dataset if batched else dataset.batch(1024), take, where))
+    except _TooLarge:
+        examples = dataset.unbatch() if batched else dataset
+        return _stream(examples, take, _parts(examples.element_spec, where)[0])
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _stream(examples, take, specs) -> Read:
+    """A dataset too large for memory: one pass reads its labels and weights; its first
+    images are kept."""
+    import tensorflow as tf
+
+    one_hot = specs[1].shape.rank == 1
+    weighted = specs[2] is not None
+
+    def whole(function):
+        # tf.data hands a tuple element to a map function as separate arguments, a dict as one.
+        return tf.autograph.experimental.do_not_convert(
+            lambda *parts: function(parts if len(parts) > 1 else parts[0]))
+
+    @whole
+    def pair(element):
+        image, target, _ = take(element)
+        return image, tf.argmax(target, axis=-1) if one_hot else tf.cast(target, tf.int64)
+
+    @whole
+    def targets(element):
+        _, label, weight = take(element)
+        label = tf.argmax(label, axis=-1) if one_hot else tf.cast(label, tf.int64)
+        return (label, tf.reshape(tf.cast(weight, tf.float32), [])) if weighted else (label,)
+
+    labels, weights = [], []
+    for values in examples.map(targets).batch(8192).as_numpy_iterator():
+        labels.append(values[0])
+        if weighted:
+            weights.append(values[1])
+    stream = examples.map(pair)
+    sample = next(stream.take(SAMPLE).batch(SAMPLE).as_numpy_iterator())[0]
+    return Read(sample, np.concatenate(labels), np.concatenate(weights) if weighted else None, stream,
+                int(specs[1].shape[0]) if one_hot else None)
+
+
+def _read_all(dataset, take, where: str):
     limit = _max_bytes()
     images: List[np.ndarray] = []
     labels: List[np.ndarray] = []
@@ -99,10 +177,7 @@ def read(dataset, where: str):
             weights.append(np.asarray(weight).reshape(len(images[-1]), -1)[:, 0])
         size += images[-1].nbytes
         if size > limit:
-            raise DataError(f"{where} holds more than {limit / 2**30:.1f} GiB of images: mnist_core reads a "
-                            f"dataset into memory, and this one does not fit; raise ${ENV_MAX_BYTES} if the "
-                            "machine has the memory")
+            raise _TooLarge()
     if not images:
         raise DataError(f"{where} is empty")
-    return (np.concatenate(images), np.concatenate(labels),
-            np.concatenate(weights) if weights else None)
+    return np.concatenate(images), np.concatenate(labels), np.concatenate(weights) if weights else None
