@@ -1,5 +1,4 @@
-"""A ``tf.data.Dataset`` as ``data=``: read once into memory and trained like arrays, or
-streamed when it is too large.
+"""A ``tf.data.Dataset`` as ``data=``: read into memory, or streamed when it is too large.
 
 Why in memory: the datasets mnist_core is for (MNIST-style images, tens of thousands of
 examples) fit many times over, and held in memory they keep everything the arrays have —
