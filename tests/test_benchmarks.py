@@ -159,3 +159,22 @@ def test_update_diff_reports_every_optimizer_step_by_step(tmp_path):
         assert len(row["per_step"]) == len(row["free_running"]) == 2
         assert all(0 <= d <= 1e-4 for d in row["per_step"]), row
         assert row["free_running"][0] == row["per_step"][0], "the first step starts from the same state"
+
+
+def test_data_forms_benchmark_runs_every_form_on_tiny_data(tmp_path):
+    """benchmarks.data_forms trains from every form of the same data and from fit, each
+    evaluated on every test example."""
+    data = make_idx_dir(tmp_path / "data", n_train=400, n_test=60)
+    out = tmp_path / "forms.jsonl"
+    result = run_cli("benchmarks.data_forms", "--data-dir", str(data), "--seeds", "1", "--epochs", "1",
+                     "--model", "mlp_small", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    from benchmarks.data_forms import FORMS
+
+    assert [r["form"] for r in records] == list(FORMS)
+    assert all(r["test_examples"] == 60 and 0 <= r["test_accuracy"] <= 1 for r in records), records
+    # The in-memory forms read the same examples in the same order: the same run.
+    same = {r["test_accuracy"] for r in records if r["form"] in ("arrays", "load_data", "tf.data", "csv")}
+    assert len(same) == 1, records
+    assert "| fit class_weight balanced |" in result.stdout
