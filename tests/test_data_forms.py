@@ -250,12 +250,13 @@ def test_class_weights():
 def test_weighted_training_is_fit_with_sample_and_class_weights(replicas):
     """From the same weights on the same batches, mnist_core with per-example weights in its
     data, and with class_weight, updates exactly as fit(sample_weight=...) and
-    fit(class_weight=...) (--update keras), on 1 and 2 replicas."""
+    fit(class_weight=...) (--update keras), on 1 and 2 replicas; and so does a model compiled
+    by the user, trained through Keras' train_step with the weights."""
     result = subprocess.run([sys.executable, str(REPO / "tests" / "weight_parity.py"), str(replicas)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert {row["case"] for row in rows} == {"sample_weight", "class_weight"}
+    assert {row["case"] for row in rows} == {"sample_weight", "class_weight", "compiled_by_user"}
     for row in rows:
         assert row["max_update"] > 1e-3, row  # the steps moved the weights
         assert row["max_weight_diff"] <= 1e-6 * row["max_update"] * 10, row
