@@ -13,7 +13,7 @@ import threading
 from typing import Callable, Iterator, NoReturn, Optional
 
 from mnist_core import reporting
-from mnist_core.errors import MnistCoreError, one_line
+from mnist_core.errors import MnistCoreError, command_line_words, one_line
 
 
 def quiet_tensorflow_logs() -> None:
@@ -232,7 +232,8 @@ def run_main(prog: str, body: Callable[[], Optional[int]], argv: Optional[list] 
     try:
         with filtered_stderr() as last_word:
             try:
-                code = body() or 0
+                with command_line_words():  # refusals name this tool's flags
+                    code = body() or 0
             except MnistCoreError as e:
                 if e.exit_at_once and as_command:
                     # The process's last word: TensorFlow's teardown after a lost peer would

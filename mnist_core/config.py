@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Mapping, Optional, Tuple
 
-from mnist_core.errors import ConfigError
+from mnist_core.errors import VALUE_WORDS, ConfigError
 
 DATASETS = ("mnist", "fashion_mnist", "synthetic")  # mnist_core's own; any TFDS name works too
 # A TensorFlow Datasets name: ``kmnist``, ``emnist/letters``, ``cifar10:3.0.2``.
@@ -29,6 +29,10 @@ UPDATES = ("fused", "keras")
 JIT_COMPILE = ("auto", "on", "off")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 PIXELS = ("unit", "raw")
+
+# Their values are values, not words, when a message is put in a Python call's words.
+VALUE_WORDS.update(DATASETS + OPTIMIZERS + LR_SCHEDULES + AUGMENT + STRATEGIES + CLUSTERS + PRECISIONS + ON_NONFINITE
+                   + UPDATES + JIT_COMPILE + LOSSES + PIXELS)
 
 # The learning rates of the tutorials this project replaces (Adadelta's 1.0 is the
 # classic Keras CNN example's), used when --lr is not given.
@@ -184,6 +188,17 @@ class TrainConfig:
     callbacks: Tuple[str, ...] = ()
 
     def __post_init__(self):
+        from mnist_core.errors import from_python, python_words
+
+        try:
+            self._validate()
+        except ConfigError as e:
+            # TrainConfig(epochs=0) from Python names the field; the command line, the flag.
+            if from_python():
+                raise ConfigError(python_words(str(e))) from None
+            raise
+
+    def _validate(self):
         if isinstance(self.jit_compile, bool):  # earlier configs and TOML's true/false
             object.__setattr__(self, "jit_compile", "on" if self.jit_compile else "off")
         if isinstance(self.callbacks, str):

@@ -22,6 +22,8 @@ line: TensorFlow's teardown after a lost peer only logs that peer's loss again.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -105,27 +107,56 @@ def one_line(message: str) -> str:
 
 # A flag whose Python argument has another name.
 _PYTHON_NAMES = {"model-path": "model"}
-_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)( (?:'[^']*'|\"[^\"]*\"|-?[0-9][\w.+-]*|"
-                   r"[^\s;,]*[/\\][^\s;,]*|on|off|auto|true|false|balanced)(?=[\s;,:)]|$))?")
+# Words that are a flag's value when they follow it (its choices: "--strategy mirrored");
+# the configuration adds its choices (mnist_core.config).
+VALUE_WORDS = {"on", "off", "auto", "true", "false", "balanced"}
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
+                   r"( (?:'[^']*'|\"[^\"]*\"|-?[0-9][\w.+-]*|[^\s;,]*[/\\][^\s;,]*|[a-z][\w.]*)(?=[\s;,:)]|$))?")
 
 
 def python_words(message: str) -> str:
     """A message in the words of a Python call: ``--batch-size 64`` becomes
-    ``batch_size=64`` (a flag followed by its value), ``--dataset must be...`` becomes
-    ``dataset must be...`` (a flag named alone)."""
+    ``batch_size=64`` (a flag followed by its value), ``--strategy mirrored`` becomes
+    ``strategy="mirrored"``, ``--dataset must be...`` becomes ``dataset must be...`` (a
+    flag named alone)."""
 
     def rename(match: "re.Match") -> str:
         flag = match.group(1)
         name = _PYTHON_NAMES.get(flag, flag.replace("-", "_"))
-        value = match.group(2)
-        return f"{name}={value[1:]}" if value else name
+        value = (match.group(2) or "")[1:]
+        if re.fullmatch(r"[a-z][\w.]*", value):
+            if value not in VALUE_WORDS:  # an English word after the flag, not its value
+                return f"{name} {value}"
+            value = f'"{value}"'
+        return f"{name}={value}" if value else name
 
     return _FLAG.sub(rename, message)
 
 
+# Whose words a refusal is in: the command line's flags, or a Python call's arguments.
+# The command-line tools set "flags" while they run; everything else is a Python call.
+_WORDS = contextvars.ContextVar("mnist_core_words", default="python")
+
+
+@contextlib.contextmanager
+def command_line_words():
+    """Within the block, refusals name command-line flags (``--batch-size 64``)."""
+    token = _WORDS.set("flags")
+    try:
+        yield
+    finally:
+        _WORDS.reset(token)
+
+
+def from_python() -> bool:
+    """Whether the code running was called from Python, not from a command-line tool."""
+    return _WORDS.get() == "python"
+
+
 def in_python_words(function):
-    """Wraps a public Python function so that its :class:`MnistCoreError` messages name
-    arguments, not command-line flags (same exception, same exit status)."""
+    """Wraps a public Python function so that, called from Python, its
+    :class:`MnistCoreError` messages name arguments, not command-line flags (same
+    exception, same exit status); called by a command-line tool, it changes nothing."""
     import functools
 
     @functools.wraps(function)
@@ -135,7 +166,8 @@ def in_python_words(function):
         except LostWorkerError:
             raise
         except MnistCoreError as e:
-            e.args = (python_words(str(e)), *e.args[1:])
+            if from_python():
+                e.args = (python_words(str(e)), *e.args[1:])
             raise
 
     return wrapper

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 from typing import Dict, List, Optional, Sequence
 
 from mnist_core import cli
@@ -26,7 +27,7 @@ from mnist_core.config import (
     UPDATES,
     TrainConfig,
 )
-from mnist_core.errors import ConfigError, LostWorkerError
+from mnist_core.errors import ConfigError, LostWorkerError, command_line_words
 
 PROG = "mnist-train"
 # Where and how a run writes, and which cluster runs it: chosen per command, never taken
@@ -203,8 +204,14 @@ def read_config_file(path: str) -> Dict:
 def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Parses ``argv`` (and its ``--config`` file) into a validated :class:`TrainConfig`.
 
-    Flags override the file; exits 2 on bad flags, raises ConfigError on a bad file.
+    Flags override the file; exits 2 on bad flags, raises ConfigError on a bad file (both
+    named as flags).
     """
+    with command_line_words():
+        return _config_from_args(argv)
+
+
+def _config_from_args(argv: Optional[Sequence[str]]) -> TrainConfig:
     args = build_parser().parse_args(argv)
     values: Dict = vars(args)
     path = values.pop("config_file", None)
@@ -238,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from mnist_core import trainer
 
         try:
-            trainer.train(config, _command_line=True)
+            trainer.train(config)
         except LostWorkerError as e:
             e.command = restart_command(sys.argv[1:] if argv is None else argv, e.restart_flag)
             raise
@@ -246,6 +253,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             cli.finish_at_once()
 
     return cli.run_main(PROG, body, argv)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`mnist_core.trainer.train`.
+
+    ``mnist_core.train`` names both the Python API's function and this command-line
+    module; once this module is imported (``python -m``, ``from mnist_core.train import
+    config_from_args``), Python's import system makes ``mnist_core.train`` the module. A
+    call ``mnist_core.train(config, ...)`` then still trains, whatever was imported first.
+    """
+
+    def __call__(self, *args, **kwargs):
+        from mnist_core import trainer
+
+        return trainer.train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ class Trainer:
         loaded = callbacks_lib.load_callbacks(self.config.callbacks)
         return callbacks_lib.check_callbacks([*loaded, *self.callbacks], self.config.lr_schedule)
 
+    @in_python_words  # called from Python, a refusal names the arguments (batch_size=64), not the flags
     def run(self) -> Dict:
         """Trains, evaluates and writes the run directory; returns the summary dict.
 
@@ -401,7 +402,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks: Optional[Sequence] = None,
-          model=None, data=None, _command_line: bool = False) -> Dict:
+          model=None, data=None) -> Dict:
     """Trains the model ``config`` describes; returns the summary (also in summary.json).
 
     Args:
@@ -420,11 +421,6 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks
             Images uint8 pixels or floats, ``[N, H, W]``, ``[N, H, W, C]`` or flat
             square; labels class indices or one-hot rows, any number of classes.
     """
-    def run() -> Dict:
-        nonlocal config
-        if not isinstance(config, TrainConfig):
-            config = TrainConfig.from_dict(dict(config))
-        return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()
-
-    # Called from Python, a refusal names the arguments (batch_size=64), not the flags.
-    return run() if _command_line else in_python_words(run)()
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(dict(config))
+    return Trainer(config, reporter, callbacks=callbacks, model=model, data=data).run()

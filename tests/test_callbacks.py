@@ -12,6 +12,7 @@ from conftest import REPO, error_lines, make_idx_dir, run_cli
 from mnist_core import TrainConfig, train
 from mnist_core.errors import ConfigError
 from mnist_core.reporting import Reporter
+from mnist_core.errors import python_words
 
 ENV = {"PYTHONPATH": str(REPO / "tests")}
 
@@ -112,13 +113,13 @@ def test_terminate_on_nan_stops_a_run_whose_bad_steps_are_skipped(data_dir, tmp_
     (lambda epoch: None, "is not a keras.callbacks.Callback"),
 ])
 def test_callbacks_that_cannot_work_are_refused(data_dir, tmp_path, callback, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=python_words(message)):
         train(_config(data_dir, tmp_path / "run"), callbacks=[callback])
     assert not (tmp_path / "run").exists()
 
 
 def test_learning_rate_callbacks_are_refused_under_a_schedule(data_dir, tmp_path):
-    with pytest.raises(ConfigError, match="ReduceLROnPlateau sets the learning rate, which --lr-schedule cosine"):
+    with pytest.raises(ConfigError, match=python_words("ReduceLROnPlateau sets the learning rate, which --lr-schedule cosine")):
         train(_config(data_dir, tmp_path / "run", lr_schedule="cosine"),
               callbacks=[keras.callbacks.ReduceLROnPlateau()])
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, error_lines, make_idx_dir, run_cli
 from mnist_core import cluster
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, LostWorkerError
+from mnist_core.errors import ConfigError, LostWorkerError, python_words
 
 TESTS = str(REPO / "tests")
 EPOCHS = 4
@@ -171,7 +171,7 @@ def test_cluster_flags_belong_to_multi_worker_and_are_not_reproduced(tmp_path):
     for flags in (["--cluster", "slurm"], ["--cluster-port", "3000"], ["--cluster-timeout", "5"]):
         with pytest.raises(ConfigError, match=f"{flags[0]} applies to --strategy multi_worker only"):
             config_from_args(flags)
-    with pytest.raises(ConfigError, match="--cluster-timeout must be a positive number"):
+    with pytest.raises(ConfigError, match=python_words("--cluster-timeout must be a positive number")):
         TrainConfig(strategy="multi_worker", cluster_timeout=0)
     config = config_from_args(["--strategy", "multi_worker", "--cluster", "slurm", "--cluster-port", "3000"])
     assert (config.cluster, config.cluster_port) == ("slurm", 3000)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core import TrainConfig, train
-from mnist_core.errors import NonFiniteLossError
+from mnist_core.errors import NonFiniteLossError, python_words
 from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
@@ -134,7 +134,8 @@ def test_untraceable_overrides_stop_before_training(data_dir, tmp_path, model, m
     with pytest.raises(ModelError) as raised:
         Trainer(config, Reporter(quiet=True)).run()
     message = str(raised.value)
-    assert message.startswith(f"--model 'protocol_models:{model}': ") and method in message and why in message
+    assert message.startswith(python_words(f"--model 'protocol_models:{model}': "))
+    assert method in message and why in message
     assert not out.exists(), "nothing written"
 
 
@@ -148,7 +149,7 @@ def test_what_cannot_be_honoured_is_refused(data_dir, tmp_path, model, extra, me
 
     config = TrainConfig(data_dir=str(data_dir), model=f"protocol_models:{model}", epochs=1, batch_size=64,
                          output_dir=str(tmp_path / "run"), quiet=True, **extra)
-    with pytest.raises(MnistCoreError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(MnistCoreError, match=python_words(message).replace("(", r"\(").replace(")", r"\)")):
         Trainer(config, Reporter(quiet=True)).run()
     assert not (tmp_path / "run").exists()
 

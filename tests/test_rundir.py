@@ -20,6 +20,7 @@ from mnist_core.errors import ConfigError
 from mnist_core.reporting import Reporter
 from mnist_core.errors import WriteError
 from mnist_core.rundir import RunLock
+from mnist_core.errors import python_words
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,7 @@ def test_resume_refuses_flags_that_change_the_runs_meaning(data_dir, one_epoch, 
         _run(config)
     message = str(raised.value)
     flag = "--" + field.replace("_", "-")
-    assert message.startswith(f"--resume: {flag} {GUARDED[field]} differs from the run's "), message
+    assert message.startswith(python_words(f"--resume: {flag} {GUARDED[field]} differs from the run's ")), message
     assert sorted(p.name for p in one_epoch.rglob("*")) == before
 
 

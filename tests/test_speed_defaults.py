@@ -94,7 +94,7 @@ def test_eval_every_and_eval_batch_size(tmp_path):
     assert all(e["test_examples"] == 200 for e in history if "test_examples" in e), "every example once"
     assert all(e["eval_seconds"] >= 0 and e["train_seconds"] > 0 for e in history)
     assert summary["test_examples"] == 200 and summary["test_accuracy"] == history[-1]["test_accuracy"]
-    with pytest.raises(ConfigError, match="--eval-every"):
+    with pytest.raises(ConfigError, match="eval_every"):
         TrainConfig(eval_every=0)
 
 

@@ -170,5 +170,5 @@ def test_bare_flags_and_config_fields():
 
     config = config_from_args(["--ema", "--augment"])
     assert (config.ema, config.augment) == (0.999, "auto")
-    with pytest.raises(ConfigError, match="--grad-accum-steps"):
+    with pytest.raises(ConfigError, match="grad_accum_steps"):
         TrainConfig(grad_accum_steps=0)
