@@ -49,13 +49,15 @@ def _zeros(keys=_KEYS) -> Dict[str, tf.Tensor]:
 
 @_plain
 def _accumulate(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
-    return {key: totals[key] + strategy.reduce(SUM, _part(per_replica, key), axis=None) for key in _KEYS}
+    sums = {key: strategy.reduce(SUM, per_replica[key], axis=None) for key in _KEYS if key in per_replica}
+    return {key: totals[key] + _weight_or_count(sums, key) for key in _KEYS}
 
 
 @_plain
-def _part(per_replica: Dict, key: str):
-    # A step that does not weigh its examples reports no "weight": its examples count once.
-    return per_replica[key] if key in per_replica or key != "weight" else per_replica["count"]
+def _weight_or_count(sums: Dict, key: str):
+    # A step that does not weigh its examples reports no "weight": each example weighs 1,
+    # and the count already reduced across replicas stands for it (no second all-reduce).
+    return sums[key] if key in sums else sums["count"]
 
 
 @_plain
@@ -83,13 +85,14 @@ def _counter(variable) -> tf.Tensor:
 def _add_step(strategy, totals: Dict[str, tf.Tensor], per_replica: Dict) -> Dict[str, tf.Tensor]:
     """``totals`` plus one step of mnist_core's explicit step: its loss only if finite (a
     non-finite one is counted in ``nonfinite``), its correct predictions and examples."""
-    loss = strategy.reduce(SUM, per_replica["loss"], axis=None)
+    sums = {key: strategy.reduce(SUM, per_replica[key], axis=None) for key in _KEYS if key in per_replica}
+    loss = sums["loss"]
     finite = tf.math.is_finite(loss)
     return {
         "loss": totals["loss"] + tf.where(finite, loss, 0.0),
-        "correct": totals["correct"] + strategy.reduce(SUM, per_replica["correct"], axis=None),
-        "count": totals["count"] + strategy.reduce(SUM, per_replica["count"], axis=None),
-        "weight": totals["weight"] + strategy.reduce(SUM, _part(per_replica, "weight"), axis=None),
+        "correct": totals["correct"] + sums["correct"],
+        "count": totals["count"] + sums["count"],
+        "weight": totals["weight"] + _weight_or_count(sums, "weight"),
         "nonfinite": totals["nonfinite"] + tf.cast(tf.logical_not(finite), tf.float32),
     }
 

@@ -68,17 +68,10 @@ def _correct(labels: tf.Tensor, logits: tf.Tensor, weights=None) -> tf.Tensor:
     return tf.reduce_sum(correct if weights is None else correct * weights)
 
 
-def _weight(labels: tf.Tensor, weights=None) -> tf.Tensor:
-    """The examples' total weight: their count when they are not weighted."""
-    if weights is None:
-        return tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.reduce_sum(weights)
-
-
 def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bool = False,
                     num_replicas: int = 1, label_smoothing: float = 0.0, accum_steps: int = 1,
                     from_logits: bool = True, categorical: bool = False) -> Callable:
-    """Returns ``step(batch) -> {"loss", "correct", "count", "weight"}`` for one replica.
+    """Returns ``step(batch) -> {"loss", "correct", "count"[, "weight"]}`` for one replica.
 
     ``batch`` is ``(images, labels)`` or ``(images, labels, weights)``. ``loss`` is this
     replica's share of the global objective (its sum over replicas is the batch's mean
@@ -86,7 +79,8 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
     example counts. With per-example weights (sample and class weights) each example's
     cross-entropy is multiplied by its weight and the sum still divided by the global
     batch, as Keras' losses reduce a weighted batch (``sum_over_batch_size``); ``correct``
-    and ``weight`` are then weighted, so ``correct / weight`` is Keras' weighted accuracy.
+    and ``weight`` (their total weight) are then weighted, so ``correct / weight`` is Keras'
+    weighted accuracy.
 
     Args:
         model: The Keras model (built, in the strategy's scope).
@@ -168,8 +162,10 @@ def make_train_step(model, optimizer, global_batch_size: int, *, jit_compile: bo
         images, labels, *weights = batch
         weights = weights[0] if weights else None
         loss, correct = step(images, labels, weights)
-        return {"loss": loss, "correct": correct, "count": tf.cast(tf.shape(labels)[0], tf.float32),
-                "weight": _weight(labels, weights)}
+        out = {"loss": loss, "correct": correct, "count": tf.cast(tf.shape(labels)[0], tf.float32)}
+        if weights is not None:  # without weights, the loop counts each example once
+            out["weight"] = tf.reduce_sum(weights)
+        return out
 
     return train_step
 

@@ -242,7 +242,7 @@ def test_class_weights():
     with pytest.raises(DataError, match="not both"):
         data_lib.with_class_weight(given, "balanced")
     assert mnist_core.TrainConfig(class_weight={0: 1, 3: 2.5}).class_weights == {0: 1.0, 3: 2.5}
-    with pytest.raises(ConfigError, match="--class-weight must be balanced"):
+    with pytest.raises(ConfigError, match="^class_weight must be balanced"):
         mnist_core.TrainConfig(class_weight="0:x")
 
 
@@ -265,23 +265,23 @@ def test_weighted_training_is_fit_with_sample_and_class_weights(replicas):
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_26_classes_of_rgb_images_from_python_end_to_end(tmp_path):
-    """Train, save, predict and evaluate a 26-class RGB model given as a tf.data.Dataset with
-    sample weights and no test split (held out by val_split)."""
-    x, y = letters(800, shape=(12, 12, 3))
+def test_26_classes_of_32x32_rgb_images_from_python_end_to_end(tmp_path):
+    """Train, save, predict and evaluate a 26-class model of 32x32 RGB images given as a
+    tf.data.Dataset with sample weights and no test split (held out by val_split)."""
+    x, y = letters(800, shape=(32, 32, 3))
     w = np.where(y < 13, 1.0, 2.0).astype(np.float32)
     config = mnist_core.TrainConfig(model="cnn", dataset="letters", epochs=3, batch_size=32, val_split=0.2,
                                     output_dir=str(tmp_path / "run"), quiet=True, export_savedmodel=True)
     summary = mnist_core.train(config, data=tf.data.Dataset.from_tensor_slices((x, y, w)).batch(64))
-    assert summary["image_shape"] == [12, 12, 3] and len(summary["class_names"]) == 26
+    assert summary["image_shape"] == [32, 32, 3] and len(summary["class_names"]) == 26
     assert summary["test_examples"] == 160 and summary["test_accuracy"] > 0.5, summary
     probabilities = mnist_core.predict_proba(tmp_path / "run" / "model.keras", x[:5])
     assert probabilities.shape == (5, 26)
     served = mnist_core.predict_proba(tmp_path / "run" / "saved_model", x[:5])
     np.testing.assert_allclose(served, probabilities, atol=1e-5)
-    # mnist-predict on image files: scaled to the model's 12x12 RGB ("resize", its default).
+    # mnist-predict on image files: scaled to the model's 32x32 RGB ("resize", its default).
     write_png(tmp_path / "same.png", x[0])
-    write_png(tmp_path / "large.png", np.kron(x[1], np.ones((3, 3, 1), np.uint8)))  # 36x36, same picture
+    write_png(tmp_path / "large.png", np.kron(x[1], np.ones((2, 2, 1), np.uint8)))  # 64x64, same picture
     predicted = run_cli("mnist_core.predict", "--model-path", str(tmp_path / "run" / "model.keras"), "--json",
                         str(tmp_path / "same.png"), str(tmp_path / "large.png"))
     assert predicted.returncode == 0, predicted.stderr
@@ -361,3 +361,27 @@ def test_a_dataset_too_large_for_memory_is_streamed_and_resumes_exactly(tmp_path
         mnist_core.train(base.replace(output_dir=str(tmp_path / "val"), val_split=0.2), data=(train, test))
     with pytest.raises(DataError, match=r"streamed .* pass a test dataset too, data=\(train, test\)"):
         mnist_core.train(base.replace(output_dir=str(tmp_path / "no-test")), data=train)
+
+
+def test_factories_are_given_the_datas_classes_and_shape():
+    """A factory naming num_classes gets the data's; one naming input_shape gets the data's
+    images only when they are not MNIST's (flat when its own default is flat)."""
+    import keras
+
+    from mnist_core import models
+
+    calls = []
+
+    def make(input_shape=(784,), num_classes=10):
+        calls.append((input_shape, num_classes))
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+
+    spec = models.spec_for(make)
+    models.build(spec)
+    models.build(spec, image_shape=(12, 12, 3), num_classes=26)
+    assert calls == [((784,), 10), ((432,), 26)]
+    lenet = models.build(models.get("lenet"), image_shape=(32, 32, 3), num_classes=26)
+    assert tuple(lenet.inputs[0].shape[1:]) == (32, 32, 3) and lenet.outputs[0].shape[-1] == 26
+    with pytest.raises(mnist_core.MnistCoreError, match=r"output has shape \(2, 10\), expected \(batch, 26\)"):
+        models.build(models.spec_for(lambda: keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])),
+                     image_shape=(28, 28, 1), num_classes=26)

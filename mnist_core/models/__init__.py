@@ -83,10 +83,10 @@ def register(name: str, factory: Callable, input_shape, description: str = "") -
 
     Args:
         name: Name for ``--model``.
-        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm=``,
-            ``input_shape=`` and ``num_classes=`` if it takes those arguments by name
-            (``--sync-batchnorm`` is applied to the built model's BatchNormalization layers
-            either way).
+        factory: Callable returning a fresh ``keras.Model``; receives ``sync_batchnorm=``
+            and ``num_classes=`` if it takes those arguments by name (``--sync-batchnorm``
+            is applied to the built model's BatchNormalization layers either way), and
+            ``input_shape=`` as :func:`_factory_arguments` says.
         input_shape: Shape of one input example, or ``"flat"``/``"image"``: built for
             the data's images (a vector of ``H*W*C``, or ``(H, W, C)``), passed to the
             factory as ``input_shape=``.
@@ -190,28 +190,36 @@ def input_shape_of(model, spec: ModelSpec, image_shape: Sequence[int] = DEFAULT_
     return spec.input_shape_for(image_shape)
 
 
-def _factory_arguments(factory, sync_batchnorm: bool, input_shape, num_classes: int) -> Dict:
+def _factory_arguments(spec: ModelSpec, sync_batchnorm: bool, image_shape, num_classes: int) -> Dict:
     """What a factory is given: ``sync_batchnorm=`` where it takes it (by name or
-    ``**kwargs``), ``input_shape=`` and ``num_classes=`` where it names them.
+    ``**kwargs``); ``num_classes=`` where it names that parameter; ``input_shape=``: the
+    zoo's always (its layout for the data's images), a user's factory that names it only
+    for images other than MNIST's (flat when its default shape is flat), so that a factory
+    written for MNIST builds what it always built.
 
     Classes get none: ``keras.Model.__init__`` takes ``**kwargs`` and would refuse them.
     A ``**kwargs`` factory is not given the shape and classes it did not ask for: it may
     pass its keywords on to a Keras constructor.
     """
+    factory = spec.factory
     if inspect.isclass(factory):
         return {}
     try:
-        parameters = inspect.signature(factory).parameters.values()
+        parameters = {p.name: p for p in inspect.signature(factory).parameters.values()}
     except (TypeError, ValueError):
         return {}
-    names = {p.name for p in parameters}
     arguments = {}
-    if "sync_batchnorm" in names or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+    if "sync_batchnorm" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         arguments["sync_batchnorm"] = sync_batchnorm
-    if "input_shape" in names:
-        arguments["input_shape"] = tuple(input_shape)
-    if "num_classes" in names:
+    if "num_classes" in parameters:
         arguments["num_classes"] = num_classes
+    if "input_shape" in parameters:
+        if spec.layout is not None:
+            arguments["input_shape"] = spec.input_shape_for(image_shape)
+        elif tuple(image_shape) != DEFAULT_INPUT_SHAPE:
+            default = parameters["input_shape"].default
+            flat = isinstance(default, (tuple, list)) and len(default) == 1
+            arguments["input_shape"] = (int(np.prod(image_shape)),) if flat else tuple(image_shape)
     return arguments
 
 
@@ -248,8 +256,7 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequenc
         if spec.instance is not None:
             model = spec.instance
         else:
-            model = spec.factory(**_factory_arguments(spec.factory, sync_batchnorm, spec.input_shape_for(image_shape),
-                                                      num_classes))
+            model = spec.factory(**_factory_arguments(spec, sync_batchnorm, image_shape, num_classes))
     except Exception as e:
         raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {_keras_message(e)})") from None
     if not isinstance(model, keras.Model):
