@@ -305,12 +305,17 @@ def test_python_refusals_name_arguments(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_csv_and_folders_from_the_command_line(tmp_path, tfds_dir):
+def test_csv_and_tfds_from_the_command_line(tmp_path, tfds_dir):
+    """A CSV named relative to the working directory, in a folder whose name has a space and
+    a non-ASCII letter, held out by --val-split and evaluated again by mnist-evaluate from
+    another directory; a TFDS dataset prepared in a data directory, with class weights."""
     x, y = learnable_digits(400, seed=3)
-    write_csv(tmp_path / "train.csv", x, y)
+    (tmp_path / "my data é").mkdir()
+    write_csv(tmp_path / "my data é" / "train.csv", x, y)
     out = tmp_path / "csv run"
-    result = run_cli("mnist_core.train", "--data-dir", str(tmp_path / "train.csv"), "--model", "mlp_small",
-                     "--epochs", "2", "--batch-size", "32", "--val-split", "0.25", "--output-dir", str(out))
+    result = run_cli("mnist_core.train", "--data-dir", "my data é/train.csv", "--model", "mlp_small",
+                     "--epochs", "2", "--batch-size", "32", "--val-split", "0.25", "--output-dir", str(out),
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert error_lines(result.stderr) == [], result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -318,7 +323,7 @@ def test_csv_and_folders_from_the_command_line(tmp_path, tfds_dir):
     evaluated = run_cli("mnist_core.evaluate", "--model-path", str(out / "model.keras"), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
-    refused = run_cli("mnist_core.train", "--data-dir", str(tmp_path / "train.csv"), "--output-dir",
+    refused = run_cli("mnist_core.train", "--data-dir", str(tmp_path / "my data é" / "train.csv"), "--output-dir",
                       str(tmp_path / "refused"))
     assert refused.returncode == 2 and len(error_lines(refused.stderr)) == 1
     assert "has no labelled test split; hold out part of the training set with --val-split" in refused.stderr

@@ -14,7 +14,7 @@ import guide_models
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core import recipes
 from mnist_core.config import TrainConfig
-from mnist_core.errors import ConfigError, DataError
+from mnist_core.errors import ConfigError, DataError, python_words
 from mnist_core.reporting import Reporter
 from mnist_core.trainer import Trainer
 
@@ -262,9 +262,11 @@ def test_flags_a_compiled_model_cannot_take_are_refused(tmp_path):
         with pytest.raises(ConfigError) as raised:
             _train(tmp_path, model, data=_arrays(), **{option: value})
         flag = "--" + option.replace("_", "-")
-        assert str(raised.value).startswith(f"{flag} {value}: model= (a Sequential object) comes compiled "
-                                            "(RMSprop, loss categorical_crossentropy, metrics accuracy)")
-        assert f"drop {flag}, or pass the model uncompiled" in str(raised.value)
+        # From Python, in Python words: lr=0.01, optimizer="sgd".
+        assert str(raised.value).startswith(python_words(f"{flag} {value}: model= (a Sequential object) comes "
+                                                         "compiled (RMSprop, loss categorical_crossentropy, "
+                                                         "metrics accuracy)")), str(raised.value)
+        assert python_words(f"drop {flag}, or pass the model uncompiled") in str(raised.value)
     eager = _softmax_model()
     eager.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
     with pytest.raises(ConfigError, match="run_eagerly=True"):
@@ -279,7 +281,7 @@ def test_labels_and_pixels_that_are_not_what_they_seem_are_refused(tmp_path):
         _train(tmp_path, _softmax_model(), data=(x, soft, xt, yt))
     with pytest.raises(DataError, match=r"^data= x_train has values in \[0, 65025\]"):
         _train(tmp_path, _softmax_model(), data=(x * 255 * 255, y, xt, yt))
-    with pytest.raises(ConfigError, match="^--pixels raw: data= x_train holds floats in \\[0, 1\\]"):
+    with pytest.raises(ConfigError, match="^pixels=\"raw\": data= x_train holds floats in \\[0, 1\\]"):
         _train(tmp_path, _softmax_model(), data=(x, y, xt, yt), pixels="raw")
 
 
