@@ -3,7 +3,13 @@ well-formed measurements. No timing assertions: speed targets live in benchmarks
 
 import json
 
+import pytest
+
 from conftest import error_lines, make_idx_dir, run_cli
+
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
 
 SUITES = {"pipeline", "train", "fit", "scaling", "tta"}
 

@@ -21,6 +21,10 @@ from mnist_core import cluster
 from mnist_core.config import TrainConfig
 from mnist_core.errors import ConfigError, LostWorkerError, python_words
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 TESTS = str(REPO / "tests")
 EPOCHS = 4
 # 576 examples in global batches of 48 (2 or 3 replicas): 12 steps an epoch, 3 loop calls.

@@ -20,6 +20,10 @@ import pytest
 
 from conftest import REPO, make_idx_dir
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUNNABLE = ("bash", "python")
 ILLUSTRATIONS = ("text", "toml")

@@ -20,6 +20,10 @@ from conftest import REPO, error_lines, learnable_digits, write_idx
 from mnist_core.data import download
 from mnist_core.errors import DataError
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz")
 

@@ -18,6 +18,10 @@ import pytest
 from conftest import REPO, error_lines, learnable_digits, make_idx_dir, run_cli
 from mnist_core.data import FASHION_CLASSES
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 NAMES = {"absolute": None, "symlinked": "linked/a", "spaces-unicode": "my runs/ünïcode a"}
 
 

@@ -11,6 +11,10 @@ import pytest
 
 from conftest import REPO, error_lines, make_idx_dir, run_cli
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 # cnn (with dropout: the RNG state must be restored too) on 2048 examples: 32 steps/epoch,
 # slow enough on CPU to be interrupted mid-epoch. --deterministic makes it bitwise exact.
 ARGS = ["--model", "cnn", "--epochs", "2", "--batch-size", "64", "--steps-per-loop", "1",

@@ -19,6 +19,10 @@ from mnist_core.config import TrainConfig
 from mnist_core.trainer import Trainer
 from mnist_core.reporting import Reporter
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 TESTS = str(REPO / "tests")
 # 193 test examples in batches of 64: the last batch holds 1 example for 2 replicas.
 N_TEST = 193

@@ -18,6 +18,10 @@ from mnist_core.errors import ConfigError, DataError, python_words
 from mnist_core.reporting import Reporter
 from mnist_core.trainer import Trainer
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 TESTS = str(REPO / "tests")
 SCRIPTS = ("000", "001a", "001b", "002a", "002b", "002c", "003a", "003b", "004")
 

@@ -20,6 +20,10 @@ from mnist_core.reporting import Reporter
 from mnist_core.trainer import Trainer
 from mnist_core.errors import python_words
 
+# Part of the full suite (`python -m pytest -m "not slow"`, what CI runs), not of the quick
+# `python -m pytest` a contributor runs between edits: its commands and harnesses take minutes.
+pytestmark = pytest.mark.full
+
 TESTS = str(REPO / "tests")
 
 FLAGS = {
