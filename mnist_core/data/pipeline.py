@@ -238,7 +238,8 @@ def streamed_train_dataset(stream, image_shape, num_examples: int, *, global_bat
 
 def streamed_eval_dataset(stream, *, batch_size: int, input_shape: Sequence[int], pixels: str = "unit",
                           label_format: str = "sparse", num_classes: int = NUM_CLASSES):
-    """Finite evaluation pipeline over a streamed dataset: every example once, in its order."""
+    """Finite evaluation pipeline over a dataset of examples (a stream too large for memory,
+    or :func:`eval_dataset`'s arrays): every example once, in its order, last batch partial."""
     import tensorflow as tf
 
     ds = stream.batch(batch_size, drop_remainder=False)
@@ -251,7 +252,6 @@ def eval_dataset(images, labels, *, batch_size: int, input_shape: Sequence[int],
     """Finite evaluation pipeline that yields every example exactly once (last batch partial)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(_normalizer(input_shape, pixels, label_format, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return streamed_eval_dataset(tf.data.Dataset.from_tensor_slices((images, labels)).cache(), batch_size=batch_size,
+                                 input_shape=input_shape, pixels=pixels, label_format=label_format,
+                                 num_classes=num_classes)

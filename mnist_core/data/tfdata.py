@@ -27,8 +27,8 @@ import numpy as np
 
 from mnist_core.errors import DataError
 
-# Read into memory up to this many bytes of images (all splits); $MNIST_CORE_MAX_DATA_BYTES
-# changes it. 4 GiB is 5 million 28x28 images, or 1.4 million 32x32 RGB ones.
+# Read a dataset into memory up to this many bytes of images, each split on its own; a larger
+# one is streamed. $MNIST_CORE_MAX_DATA_BYTES changes it. 4 GiB is 5 million 28x28 images, or 1.4 million 32x32 RGB ones.
 MAX_BYTES = 4 << 30
 ENV_MAX_BYTES = "MNIST_CORE_MAX_DATA_BYTES"
 
