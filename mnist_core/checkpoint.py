@@ -63,12 +63,16 @@ class CheckpointState:
         optimizer: The Keras optimizer (built, so its slot variables are tracked).
         directory: Where checkpoints go (the run's ``checkpoints/``).
         keep: Number of checkpoints kept.
+        other_optimizers: The optimizers the model keeps besides ``model.optimizer`` (a
+            GAN's ``d_optimizer`` and ``g_optimizer``), by attribute name: each is saved
+            under its own name, so a resumed run continues every one of them.
     """
 
-    def __init__(self, model, optimizer, directory: str, keep: int = 3):
+    def __init__(self, model, optimizer, directory: str, keep: int = 3, other_optimizers=None):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        others = {f"optimizer_{name}": opt for name, opt in sorted((other_optimizers or {}).items())}
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=self.step,
-                                              rng=_seed_variables(model))
+                                              rng=_seed_variables(model), **others)
         # Absolute: TensorFlow joins the index's entries with the directory it is given, and
         # a relative one would be joined twice (see candidates).
         self.directory = os.path.abspath(directory)

@@ -58,7 +58,9 @@ class ModelInfo:
         input_shape: One example as the model takes it: ``(784,)`` or ``(28, 28, 1)``.
         image_shape: One image as the serving signature and ``as_pixels`` take it:
             ``(28, 28)`` (one channel) or ``(H, W, C)``.
-        outputs: ``logits``, ``softmax`` or ``sigmoid`` (:mod:`mnist_core.models.outputs`).
+        outputs: ``logits``, ``softmax`` or ``sigmoid`` (:mod:`mnist_core.models.outputs`);
+            ``none`` for a model that is not a classifier (a GAN, a VAE), which evaluation
+            and prediction refuse.
         pixels: ``unit`` (pixels scaled to [0, 1]) or ``raw`` (0-255 values).
         source: Where this came from: ``model`` (written into the file), ``run`` (the run's
             summary.json), ``guessed`` (the model's own input and outputs; dataset unknown).
@@ -423,6 +425,7 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
         return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images), info, reg)
     model = load_keras_model(path)
     info = model_info(path, model)
+    _check_classifier(info, f"--model-path {path}")
     if input_shape is not None:
         info = dataclasses.replace(info, input_shape=tuple(input_shape))
     serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec(info)])
@@ -446,6 +449,7 @@ def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classi
     import tensorflow as tf
 
     info = guess_info(model, input_shape)
+    _check_classifier(info, f"model= (a {type(model).__name__} object)")
     cached = _IN_MEMORY.get(model)
     if cached is not None and cached.info == info:
         return cached
@@ -454,6 +458,47 @@ def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classi
                             regularization_loss=float(_regularization(model)))
     _IN_MEMORY[model] = classifier
     return classifier
+
+
+def _check_classifier(info: ModelInfo, where: str) -> None:
+    """Refuses a model that does not output class scores (recorded by the run that trained it)."""
+    if info.outputs == "none":
+        raise ModelError(f"{where}: the model is not a classifier (it was trained by its own train_step and does not "
+                         "map images to class scores); evaluation and prediction need one")
+
+
+def unsaveable(model) -> Optional[str]:
+    """Why ``model`` cannot be written as a ``.keras`` file, or ``None`` when it can.
+
+    Keras writes a model's ``get_config()``; a subclassed model whose ``__init__`` takes
+    other models or objects (the Keras guides' Distiller, GAN, VAE) has none unless it
+    writes one, and ``model.save`` fails only at the end of a run. Asked before training,
+    so that the run can say what it will save instead.
+    """
+    from keras.src.saving import serialization_lib
+
+    try:
+        serialization_lib.serialize_keras_object(model)
+    except Exception as e:  # Keras raises NotImplementedError, TypeError or ValueError here
+        if "get_config" in str(e):
+            return (f"{type(model).__name__} has no get_config(), and its __init__ takes objects Keras cannot "
+                    "serialize")
+        return f"{type(e).__name__}: {one_line(e)[:200]}"
+    return None
+
+
+def save_weights(model, path: Path) -> Path:
+    """Writes ``model``'s weights to ``path`` (``*.weights.h5``) atomically.
+
+    Raises:
+        WriteError: the file cannot be written; what was at ``path`` is intact.
+    """
+    from mnist_core.files import write_atomically
+
+    def write(tmp: Path) -> None:
+        model.save_weights(tmp)
+
+    return write_atomically(Path(path), write)
 
 
 def load_keras_model(path: Path):

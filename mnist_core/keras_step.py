@@ -108,14 +108,40 @@ _OPTIMIZER_AND_LOSS_FLAGS = (("optimizer", "adam"), ("lr", None), ("lr_schedule"
                              ("loss", "sparse_categorical_crossentropy"))
 
 
+def other_optimizers(model) -> Dict[str, object]:
+    """The optimizers a model keeps besides ``model.optimizer``, by attribute name.
+
+    A GAN compiled as Keras' guide compiles it (``compile(d_optimizer, g_optimizer,
+    loss_fn)``) keeps one per network in attributes of its own; its ``train_step`` applies
+    each. mnist_core builds them before tracing and checkpoints them with the model.
+    """
+    import keras
+
+    found = {}
+    for name, value in sorted(vars(model).items()):
+        if name != "optimizer" and isinstance(value, keras.optimizers.Optimizer) \
+                and value is not getattr(model, "optimizer", None):
+            found[name] = value
+    return found
+
+
 def describe_compile(model) -> str:
-    """``RMSprop, categorical_crossentropy, metrics accuracy``: what a user compiled."""
-    optimizer = type(getattr(model, "optimizer", None)).__name__
-    loss = model.loss if isinstance(model.loss, str) else getattr(getattr(model.loss, "fn", None), "__name__",
-                                                                  type(model.loss).__name__)
+    """``RMSprop, loss categorical_crossentropy, metrics accuracy``: what a user compiled
+    (``d_optimizer Adam, g_optimizer Adam`` for a model with optimizers of its own)."""
+    others = other_optimizers(model)
+    if others:
+        parts = [f"{name} {type(opt).__name__}" for name, opt in others.items()]
+    else:
+        parts = [type(getattr(model, "optimizer", None)).__name__]
+    if model.loss is not None:
+        loss = model.loss if isinstance(model.loss, str) else getattr(getattr(model.loss, "fn", None), "__name__",
+                                                                      type(model.loss).__name__)
+        parts.append(f"loss {loss}")
     metrics = model._compile_config.config.get("metrics") if hasattr(model, "_compile_config") else None
     names = [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in (metrics or [])]
-    return f"{optimizer}, loss {loss}" + (f", metrics {', '.join(names)}" if names else "")
+    if names:
+        parts.append(f"metrics {', '.join(names)}")
+    return ", ".join(parts)
 
 
 def check_user_compile(model, config, where: str) -> None:
@@ -182,6 +208,31 @@ def compile_model(model, optimizer, input_shape: Sequence[int], where: str, labe
     model._compile_config = _NativeCompileConfig(model._compile_config)
     object.__setattr__(model, COMPILED_BY_MNIST_CORE, True)
     build_metrics(model, input_shape, where, num_classes)
+    return again
+
+
+def compile_own_step_model(model, optimizer, where: str) -> bool:
+    """Compiles a model that trains itself and is not a classifier (a VAE): the run's
+    optimizer only, as Keras' guide compiles it (``vae.compile(optimizer=...)``); its
+    ``train_step`` computes its own losses and reports its own trackers.
+
+    Returns:
+        Whether an earlier mnist_core run had compiled it (trained again).
+
+    Raises:
+        ModelError: the model's own ``compile`` takes other arguments (a GAN's
+            ``compile(d_optimizer, g_optimizer, loss_fn)``): it must arrive compiled.
+    """
+    again = compiled_by_mnist_core(model)
+    try:
+        model.compile(optimizer=optimizer, jit_compile=False)
+    except TypeError as e:
+        raise ModelError(
+            f"{where}: its compile() takes its own arguments ({one_line(e)[:160]}); compile it yourself before "
+            "training (in the factory, as Keras' guide does before fit): mnist_core then trains it with what it "
+            "was compiled with") from None
+    model._compile_config = _NativeCompileConfig(model._compile_config)
+    object.__setattr__(model, COMPILED_BY_MNIST_CORE, True)
     return again
 
 

@@ -165,7 +165,22 @@ class Program:
     num_classes: int = 10
     weighted: bool = False  # the training examples carry weights (sample or class weights)
     streamed: bool = False  # the training set is streamed from a dataset too large for memory
+    # Why the model is not a classifier (a GAN, a VAE: its own train_step, no class scores),
+    # or None: accuracy, evaluation by cross-entropy, predictions and the serving export
+    # apply to classifiers only.
+    not_classifier: Optional[str] = None
+    other_optimizers: Dict[str, keras.optimizers.Optimizer] = dataclasses.field(default_factory=dict)
+    feed_labels: bool = True  # the batches carry labels ((x, y)); False: images only, as fit(x)
     _images_dtype: np.dtype = np.dtype(np.uint8)  # of the data the run trains on (its probes copy it)
+
+    @property
+    def classifier(self) -> bool:
+        return self.not_classifier is None
+
+    @property
+    def optimizer_variables(self) -> list:
+        """Every optimizer's variables (``model.optimizer`` and those the model keeps itself)."""
+        return [v for opt in (self.optimizer, *self.other_optimizers.values()) for v in opt.variables]
 
     @property
     def keras_protocol(self) -> bool:
@@ -193,7 +208,7 @@ class Program:
                 # Random batches of the run's shape: the timing depends on shapes, not pixels.
                 return self.train_iterator(self._probe_data())
 
-            variables = [*self.model.variables, *self.optimizer.variables]
+            variables = [*self.model.variables, *self.optimizer_variables]
             self.jit_decision = autojit.decide(self.train_loops, make_iterator, variables,
                                                min(self.steps_per_loop, 10), self.jit_key,
                                                after=self.model.reset_metrics)
@@ -211,8 +226,9 @@ class Program:
         keeps XLA off and says why; ``--jit-compile on`` is refused in one line. The compiled
         programs are cached by TensorFlow, so the run's first calls do not compile again.
         """
-        variables = [*self.model.variables, *self.optimizer.variables]
-        probes = [(self.eval_loops[True], lambda: self.eval_input(*self.random_images(2 * self.strategy.num_replicas_in_sync)))]
+        variables = [*self.model.variables, *self.optimizer_variables]
+        probes = [(self.eval_loops[True], lambda: self.eval_input(*self.random_images(2 * self.strategy.num_replicas_in_sync)))] \
+            if self.eval_loops else []
         if self.jit_decision.reason != "timed":  # timing has already run the XLA training loop
             probes.insert(0, (self.train_loops[True], lambda: self.train_iterator(self._probe_data()),
                               tf.constant(1, tf.int32)))
@@ -241,6 +257,10 @@ class Program:
             data = dataclasses.replace(data, train_images=(data.train_images / 255.0).astype(self._images_dtype))
         return data
 
+    @property
+    def _label_format(self) -> str:
+        return self.labels if self.feed_labels else "none"
+
     def _options(self) -> tf.data.Options:
         return dataset_options(self.config.strategy == "multi_worker")
 
@@ -254,7 +274,7 @@ class Program:
                 global_batch_size=self.batch_per_step or self.config.batch_size, seed=self.config.seed,
                 input_shape=self.input_shape, skip_batches=start_step,
                 augment=augment_lib.resolve(self.config.augment, data.name), pixels=self.config.pixels,
-                label_format=self.labels, num_classes=self.num_classes, weights=data.train_weights)
+                label_format=self._label_format, num_classes=self.num_classes, weights=data.train_weights)
             return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
         if self.resident:
             self._images_dtype = np.dtype(data.train_images.dtype)
@@ -265,7 +285,7 @@ class Program:
             data.train_images, data.train_labels, global_batch_size=self.batch_per_step or self.config.batch_size,
             seed=self.config.seed, input_shape=self.input_shape, skip_batches=start_step,
             augment=augment_lib.resolve(self.config.augment, data.name), pixels=self.config.pixels,
-            label_format=self.labels, num_classes=self.num_classes, weights=data.train_weights,
+            label_format=self._label_format, num_classes=self.num_classes, weights=data.train_weights,
         )
         return iter(self.strategy.experimental_distribute_dataset(dataset.with_options(self._options())))
 
@@ -279,11 +299,11 @@ class Program:
         batch = max(self.config.eval_batch_size, self.strategy.num_replicas_in_sync)
         if stream is not None:
             dataset = data_lib.streamed_eval_dataset(stream, batch_size=batch, input_shape=self.input_shape,
-                                                     pixels=self.config.pixels, label_format=self.labels,
+                                                     pixels=self.config.pixels, label_format=self._label_format,
                                                      num_classes=self.num_classes)
         else:
             dataset = data_lib.eval_dataset(images, labels, batch_size=batch, input_shape=self.input_shape,
-                                            pixels=self.config.pixels, label_format=self.labels,
+                                            pixels=self.config.pixels, label_format=self._label_format,
                                             num_classes=self.num_classes)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(self._options()))
 
@@ -379,16 +399,18 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
             "already has its variables, created outside the strategy's scope, so they cannot be placed on its "
             "replicas; pass its class or a function that builds it (model=MyNet or model=make_model)")
     with strategy.scope():
-        model = model_lib.build(spec, sync_batchnorm=config.sync_batchnorm, image_shape=image_shape,
-                                num_classes=num_classes)
+        model, not_classifier = model_lib.build_any(spec, sync_batchnorm=config.sync_batchnorm,
+                                                    image_shape=image_shape, num_classes=num_classes)
         if config.sync_batchnorm:
             model_checks.apply_sync_batchnorm(model, where)
     model_checks.check_precision(model, config.precision, where, built_here=spec.instance is None)
     input_shape = model_lib.input_shape_of(model, spec, image_shape)
     try:
-        outputs = model_outputs.output_kind(model, input_shape)
+        outputs = model_outputs.output_kind(model, input_shape) if not_classifier is None else "none"
     except ValueError as e:
         raise ModelError(f"{where}: {e}") from None
+    if not_classifier is not None:
+        _check_classifier_flags(config, where, not_classifier)
     protocol = keras_step.overridden_methods(model)
     user_compiled = keras_step.compiled_by_user(model)
     if user_compiled:
@@ -425,6 +447,14 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # in scope, so slots are distributed like the weights and restorable.
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
+        # Optimizers the model keeps itself (a GAN's d_optimizer and g_optimizer) are built
+        # the same way, over all the trainable variables (fit builds model.optimizer so): the
+        # train_step applies each to the variables it chooses, and the slots of the others
+        # stay unused. Built lazily inside the compiled loop they could not be created.
+        other_optimizers = keras_step.other_optimizers(model)
+        for other in other_optimizers.values():
+            if not other.built:
+                other.build(model.trainable_variables)
         # A compiled model's own optimizer keeps its update, as fit runs it.
         update_note = fused.install(optimizer, model.trainable_variables) \
             if config.update == "fused" and not user_compiled else None
@@ -433,8 +463,11 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         # look for after fit (model.optimizer for ReduceLROnPlateau, the compiled metrics
         # from which EarlyStopping infers whether "val_accuracy" should rise or fall).
         if user_compiled:
-            keras_step.build_metrics(model, input_shape, where, num_classes)
+            if not_classifier is None or model._compile_metrics is not None or model._compile_loss is not None:
+                keras_step.build_metrics(model, input_shape, where, num_classes)
             trained_before = False
+        elif not_classifier is not None:
+            trained_before = keras_step.compile_own_step_model(model, optimizer, where)
         else:
             trained_before = keras_step.compile_model(model, optimizer, input_shape, where,
                                                       label_smoothing=config.label_smoothing,
@@ -446,7 +479,13 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
     # Keras' default test_step computes the compiled loss; a model compiled without one (the
     # guide's "going lower-level" model, whose train_step computes its own) trains under fit
     # but cannot be evaluated by it: mnist_core evaluates it with its own cross-entropy.
-    keras_eval = keras_path and ("test_step" in protocol or model.loss is not None)
+    # A compute_loss override (the Distiller) is Keras' test_step's loss too. A model that is
+    # not a classifier is evaluated only by a test_step of its own.
+    if not_classifier is not None:
+        keras_eval = "test_step" in protocol
+    else:
+        keras_eval = keras_path and ("test_step" in protocol or "compute_loss" in protocol or model.loss is not None)
+    evaluates = not_classifier is None or keras_eval
     steps_per_loop = config.steps_per_loop or auto_steps_per_loop(steps_per_epoch)
     # One replica of mnist_core's step on in-memory data without --augment (whose random
     # transformations stay in the tf.data pipeline, where XLA need not compile them): the
@@ -486,7 +525,9 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
                                                               on_trace=on_trace, **health)
             else:
                 train_loops[jit] = loop_lib.make_train_loop(strategy, train_step, on_trace=on_trace, **health)
-        if keras_eval:
+        if not evaluates:
+            pass
+        elif keras_eval:
             eval_loops[jit] = loop_lib.make_keras_eval_loop(
                 strategy, loop_lib.make_keras_step(strategy, keras_step.make_test_step(model, jit_compile=jit)))
         else:
@@ -499,12 +540,22 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
         steps_per_loop=steps_per_loop, protocol=protocol, compiled_by_user=user_compiled, update_note=update_note,
         outputs=outputs, resident=resident, num_train=num_train,
         labels=labels, keras_eval=keras_eval, image_shape=tuple(image_shape), num_classes=num_classes,
-        weighted=weighted, streamed=streamed,
+        weighted=weighted, streamed=streamed, not_classifier=not_classifier, other_optimizers=other_optimizers,
         jit=None if plan is None else plan.choice, jit_decision=plan, jit_key=jit_key,
     )
     if decide_jit:
         program.resolve_jit()
     return program
+
+
+def _check_classifier_flags(config: TrainConfig, where: str, why: str) -> None:
+    """Refuses, in one line, the flags that only a classifier can honour."""
+    for flag, value in (("--target-accuracy", config.target_accuracy), ("--export-savedmodel", config.export_savedmodel),
+                        ("--label-smoothing", config.label_smoothing), ("--class-weight", config.class_weight),
+                        ("--loss", config.loss != "sparse_categorical_crossentropy" and config.loss)):
+        if value:
+            raise ConfigError(f"{flag}: {where} is not a classifier ({why}); {flag} applies to classifiers only: "
+                              "drop it")
 
 
 # Deciding --jit-compile auto times both loops for a few calls each (about 80 steps and two

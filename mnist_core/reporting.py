@@ -132,9 +132,14 @@ class Reporter:
                 )
             self.console.print(table)
         result_ready()
+        if summary.get("classifier", True):
+            headline = (f"test_accuracy {_fmt(summary['test_accuracy'], '.4f')} "
+                        f"test_loss {_fmt(summary['test_loss'], '.4f')}")
+        else:  # a GAN, a VAE: its own metrics, as the last epoch left them
+            headline = " ".join(f"{key} {_fmt(value, '.4f')}" for key, value in summary["metrics"].items()
+                                if isinstance(value, float))
         self.console.print(
-            f"test_accuracy {_fmt(summary['test_accuracy'], '.4f')} test_loss {_fmt(summary['test_loss'], '.4f')} "
-            f"images_per_second {_fmt(summary['images_per_second'], ',.0f')} "
+            f"{headline} images_per_second {_fmt(summary['images_per_second'], ',.0f')} "
             f"seconds {summary['seconds']:.1f} output {summary['output_dir']}",
             highlight=False,
             markup=False,

@@ -41,8 +41,8 @@ from mnist_core import models as model_lib
 from mnist_core import strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Controller, eval_fields
-from mnist_core.errors import ConfigError, LostWorkerError, in_python_words
+from mnist_core.controller import Controller, accuracy_of, accuracy_name, eval_fields
+from mnist_core.errors import ConfigError, LostWorkerError, ModelError, in_python_words
 from mnist_core.files import write_json
 from mnist_core.program import Program, make_program, python_logs, weights_digest
 from mnist_core.reporting import Reporter
@@ -96,6 +96,7 @@ class Trainer:
         self.history: List[Dict] = []
         # What a resume should hear but not stop for, said once nothing can refuse the run.
         self._pending_warnings: List[str] = []
+        self._unsaveable: Optional[str] = None  # why model.keras cannot be written (found before training)
         self._steps_per_epoch = 0
 
     # ------------------------------------------------------------------ set-up
@@ -107,10 +108,12 @@ class Trainer:
         else:
             data = data_lib.load(config.dataset, config.data_dir, synthetic_train_size=config.synthetic_train_size,
                                  seed=config.seed, log=self.reporter.info)
-        # Data without a labelled test split: --val-split holds its test split out (or
-        # the run is refused in one line); with one, --val-split holds out validation.
+        # Data without a labelled test split: --val-split holds its test split out (or,
+        # once the model is known to need one, the run is refused in one line); with one,
+        # --val-split holds out validation.
         if data.test_labels is None:
-            data = data_lib.hold_out_test(data, config.val_split, config.seed)
+            if config.val_split > 0:
+                data = data_lib.hold_out_test(data, config.val_split, config.seed)
         else:
             data = data_lib.split_validation(data, config.val_split, config.seed)
         data = data_lib.with_class_weight(data, config.class_weights)
@@ -214,14 +217,20 @@ class Trainer:
             # A model compiled by the user may set steps per loop and XLA (compile's own).
             config = self.config = program.config
             self.model = program.model
+            self._check_data_for(program, data)
             self._steps_per_epoch = program.steps_per_epoch
             if config.resume:
                 resume.check_program(program, data, record, self.reporter)
             # Everything that can refuse the run does so before the run directory is touched.
             iterator = program.train_iterator(data, 0)
             eval_sets = self._eval_sets(program, data)
-            program.trace(iterator, list(eval_sets.values()))
+            iterator, eval_sets = self._trace(program, data, iterator, eval_sets)
             self._check_target_metric(program, eval_sets)
+            with detached_optimizer(program.model):
+                self._unsaveable = inference.unsaveable(program.model)
+            if self._unsaveable and config.export_h5:
+                raise ConfigError(f"--export-h5: {program.spec.label} cannot be written as a model file "
+                                  f"({self._unsaveable}); give the class a get_config(), or drop --export-h5")
             decision = program.resolve_jit()
             if config.jit_compile == "auto":
                 self.reporter.info(decision.describe())
@@ -242,17 +251,56 @@ class Trainer:
 
     @staticmethod
     def _eval_sets(program: Program, data: data_lib.MnistData) -> Dict:
-        eval_sets = {"test": (data.test_images, data.test_labels, data.test_stream)}
+        if not program.eval_loops:  # a model that is not a classifier, without a test_step
+            return {}
+        eval_sets = {"test": (data.test_images, data.test_labels, data.test_stream)} \
+            if data.test_labels is not None else {}
         if data.val_images is not None:
             eval_sets["val"] = (data.val_images, data.val_labels, None)
         return {name: program.eval_input(*arrays) for name, arrays in eval_sets.items()}
+
+    def _check_data_for(self, program: Program, data: data_lib.MnistData) -> None:
+        """What the model needs of the data, refused in one line before anything is written:
+        a classifier trains on labels and is evaluated on a test split; a model that trains
+        itself without labels (fit(x)) is fed images alone."""
+        if not data.labelled:
+            if program.classifier or program.keras_eval:
+                what = "is a classifier" if program.classifier else "has a test_step"
+                raise ConfigError(f"data: {data.describe()} has no labels, and {program.spec.label} {what}, which "
+                                  "needs them; give labels, or train a model whose train_step takes images alone")
+            if data.train_weights is not None:
+                raise ConfigError("data: sample weights without labels; a train_step that takes images alone "
+                                  "cannot take weights")
+            program.feed_labels = False
+        if data.test_labels is None and program.eval_loops:
+            data_lib.hold_out_test(data, self.config.val_split, self.config.seed)  # refuses: nothing to evaluate
+
+    def _trace(self, program: Program, data: data_lib.MnistData, iterator, eval_sets: Dict):
+        """Traces the loops; a model that is not a classifier and cannot take labelled batches
+        is tried once more on images alone (as fit(x) feeds Keras' VAE), and said so."""
+        try:
+            program.trace(iterator, list(eval_sets.values()))
+            return iterator, eval_sets
+        except ModelError as labelled_error:
+            if program.classifier or not program.feed_labels or data.train_weights is not None:
+                raise
+            first = labelled_error
+        program.feed_labels = False
+        iterator, eval_sets = program.train_iterator(data, 0), self._eval_sets(program, data)
+        try:
+            program.trace(iterator, list(eval_sets.values()))
+        except ModelError:
+            raise first from None
+        self.reporter.info(f"{program.spec.label}: fed images without labels, as fit(x) feeds them: its train_step "
+                           f"cannot take (images, labels) batches ({str(first).split(': ', 1)[-1][:160]})")
+        return iterator, eval_sets
 
     def _check_target_metric(self, program: Program, eval_sets: Dict) -> None:
         if self.config.target_accuracy and program.keras_eval:
             eval_loop = next(iter(program.eval_loops.values()))  # the variants return the same logs
             structure = eval_loop.get_concrete_function(eval_sets["test"]).structured_outputs["logs"]
             structure = python_logs(tf.nest.map_structure(lambda _: 0.0, structure))  # names as fit flattens them
-            if "accuracy" not in structure:
+            if accuracy_name(structure) is None:
                 raise ConfigError(f"--target-accuracy: the model's test_step reports no 'accuracy' "
                                   f"(it returns {', '.join(sorted(structure)) or 'nothing'})")
 
@@ -260,7 +308,7 @@ class Trainer:
                callbacks: List, iterator, eval_sets: Dict) -> Dict:
         config = self.config
         state = CheckpointState(program.model, program.optimizer, str(out / CHECKPOINT_DIR),
-                                keep=config.keep_checkpoints)
+                                keep=config.keep_checkpoints, other_optimizers=program.other_optimizers)
         start_step = 0
         if config.resume:
             # Every worker restores the chief's checkpoint (the others' scratch dirs are new).
@@ -283,15 +331,23 @@ class Trainer:
                                "its own optimizer, loss and metrics, as fit would")
         if program.update_note:
             self.reporter.info(f"--update fused: {program.update_note}; the optimizer keeps Keras' own update")
-        if program.outputs != "logits":
+        if program.outputs not in ("logits", "none"):
             self.reporter.info(f"model ends in {program.outputs}: its outputs are probabilities, and the loss, "
                                "evaluation and predictions treat them so")
-        if program.keras_protocol and not program.keras_eval:
+        if program.keras_protocol and not program.keras_eval and program.classifier:
             self.reporter.info("model compiled without a loss: Keras' test_step cannot evaluate it, so it is "
                                "evaluated with mnist_core's cross-entropy and accuracy")
         if program.protocol:
             self.reporter.info(f"model overrides {keras_step.describe(program.protocol)}: "
                                "training through the Keras model protocol")
+        if not program.classifier:
+            evaluated = "its test_step on the test split" if program.eval_loops else "no evaluation (no test_step)"
+            self.reporter.info(f"model is not a classifier ({program.not_classifier}): its train_step's logs are "
+                               f"reported, {evaluated}; accuracy, predictions and the serving export are skipped")
+        if self._unsaveable:
+            self.reporter.warn(f"model.keras cannot be written ({self._unsaveable}): the trained weights will be saved "
+                               "to model.weights.h5 (rebuild the model with the same code, then model.load_weights); "
+                               "give the class a get_config() to save the whole model")
 
         run = Run(config, program, state, out, self.reporter, start_step, self.history, chief, started)
         writers = {name: tf.summary.create_file_writer(str(out / "tensorboard" / name)) for name in ("train", *eval_sets)}
@@ -338,22 +394,26 @@ class Trainer:
         if restored_by_callback or "test_examples" not in final:
             for name, dataset in eval_sets.items():
                 final.update(eval_fields(name, *program.evaluate(dataset)))
-        model_path = out / "model.keras"
+        model_path = None if self._unsaveable else out / "model.keras"
         # What using the model needs travels inside every file it is saved to, and with the
         # model object itself (predict_proba, evaluate_model on a model trained in memory).
         info = inference.ModelInfo(dataset=data.name, class_names=tuple(data.classes),
                                    input_shape=tuple(program.input_shape), outputs=program.outputs,
                                    pixels=config.pixels, source="model", image_shape=data.stored_shape)
         object.__setattr__(model, "mnist_info", info)
+        weights_path = h5_path = None
         with detached_optimizer(model):
-            inference.save_keras_model(model, model_path, info)
-            h5_path = inference.save_keras_model(model, out / "model.h5", info) if config.export_h5 else None
+            if model_path is not None:
+                inference.save_keras_model(model, model_path, info)
+                h5_path = inference.save_keras_model(model, out / "model.h5", info) if config.export_h5 else None
+            else:
+                weights_path = inference.save_weights(model, out / "model.weights.h5")
         savedmodel_path = None
         if config.export_savedmodel and run.chief:
             savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
                                                               out / inference.SAVEDMODEL_DIR, info, overwrite=True))
         summary = {
-            "test_accuracy": final.get("test_accuracy"),
+            "test_accuracy": accuracy_of(final, "test"),
             "test_loss": final.get("test_loss"),
             "test_examples": final.get("test_examples"),
             "metrics": {k: v for k, v in final.items()
@@ -381,7 +441,9 @@ class Trainer:
             "compiled_by_user": keras_step.describe_compile(model) if program.compiled_by_user else None,
             "stopped_early": run.stop_reason,
             "weights_restored_by_callback": restored_by_callback,
-            "model_path": str(model_path),
+            "model_path": str(model_path) if model_path else None,
+            "weights_path": str(weights_path) if weights_path else None,
+            "classifier": program.classifier,
             "savedmodel_path": savedmodel_path,
             "h5_path": str(h5_path) if h5_path else None,
             "outputs": program.outputs,

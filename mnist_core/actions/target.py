@@ -12,7 +12,9 @@ class TargetAccuracy(Action):
         self.target = target
 
     def on_epoch_end(self, run, epoch, entry):
-        accuracy = entry.get("test_accuracy")
+        from mnist_core.controller import accuracy_of
+
+        accuracy = accuracy_of(entry, "test")
         if accuracy is not None and accuracy >= self.target:
             run.request_stop(f"test accuracy {accuracy:.4f} reached --target-accuracy {self.target} "
                              f"after epoch {epoch + 1}; stopping")

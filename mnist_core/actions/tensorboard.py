@@ -28,6 +28,8 @@ class TensorBoardSummaries(Action):
         while-loop, distribution and optimizer ops would bury the model in plumbing.
         """
         model = run.program.model
+        if not run.program.classifier:  # no forward pass of its own (a GAN's call): its networks are its graph
+            return
         try:
             forward = tf.function(lambda images: model(images, training=False))
             graph = forward.get_concrete_function(

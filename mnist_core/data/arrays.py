@@ -9,6 +9,8 @@ Accepted forms (the ones ``fit`` and ``keras.datasets.*.load_data()`` use):
 * a ``tf.data.Dataset`` of ``(image, label)`` or ``(image, label, sample_weight)``,
   batched or not, alone or as ``(train_dataset, test_dataset)``
   (:mod:`mnist_core.data.tfdata`);
+* images alone (an array ``x``, or a ``tf.data.Dataset`` of images), as ``fit(x)`` takes
+  them for a model whose ``train_step`` needs no labels (Keras' GAN and VAE);
 * an :class:`MnistData`.
 
 Images are uint8 pixels or floats (in [0, 1], or 0-255 as some tutorials feed them),
@@ -164,6 +166,8 @@ def from_arrays(arrays, name: str = "mnist", where: str = "data=") -> MnistData:
     from mnist_core.data.tfdata import is_dataset
 
     source, streams, stream_classes = "numpy arrays", (None, None), ()
+    if isinstance(arrays, np.ndarray) or _images_only_dataset(arrays):
+        return _unlabelled(arrays, name, where)
     if is_dataset(arrays) or (isinstance(arrays, (tuple, list)) and len(arrays) == 2
                               and any(is_dataset(p) for p in arrays)):
         arrays, streams, stream_classes = _read_datasets(arrays, where)
@@ -193,6 +197,31 @@ def from_arrays(arrays, name: str = "mnist", where: str = "data=") -> MnistData:
 
         data = dataclasses.replace(data, train_stream=streams[0], test_stream=streams[1])
     return data
+
+
+def _images_only_dataset(value) -> bool:
+    from mnist_core.data.tfdata import is_dataset
+
+    if not is_dataset(value):
+        return False
+    import tensorflow as tf
+
+    return isinstance(value.element_spec, tf.TensorSpec)
+
+
+def _unlabelled(images, name: str, where: str) -> MnistData:
+    """Images without labels: an array, or a dataset of images (read into memory)."""
+    if not isinstance(images, np.ndarray):
+        from mnist_core.data.tfdata import read_images
+
+        images = read_images(images, f"{where} dataset")
+    x = _array_images(images, f"{where} images")
+    return MnistData(x, np.zeros(len(x), np.uint8), None, None, name=name, source=source_of(images),
+                     classes=("0", "1"), labelled=False)
+
+
+def source_of(images) -> str:
+    return "numpy arrays" if isinstance(images, np.ndarray) else "a tf.data.Dataset"
 
 
 def _read_datasets(value, where: str):

@@ -63,6 +63,8 @@ class MnistData:
             ``train_images`` then holds only its first images, ``train_labels`` all its
             labels, in its order.
         test_stream: The same for the test split.
+        labelled: False for images without labels (``data=x``, as ``fit(x)`` takes them for a
+            model that trains itself: a GAN, a VAE); ``train_labels`` then holds zeros.
     """
 
     train_images: np.ndarray
@@ -77,6 +79,7 @@ class MnistData:
     train_weights: Optional[np.ndarray] = None
     train_stream: Any = None
     test_stream: Any = None
+    labelled: bool = True
 
     def __post_init__(self):
         if not self.classes:
@@ -118,6 +121,8 @@ class MnistData:
         shape = "" if (h, w, c) == (IMAGE_SIZE, IMAGE_SIZE, 1) and self.num_classes == NUM_CLASSES else \
             f"; {h}x{w}x{c} images, {self.num_classes} classes"
         weighted = "; weighted examples" if self.train_weights is not None else ""
+        if not self.labelled:
+            return f"{self.name} from {self.source} ({self.num_train} train images without labels, {h}x{w}x{c})"
         return f"{self.name} from {self.source} ({self.num_train} train{val}, {self.num_test} test{shape}{weighted})"
 
 

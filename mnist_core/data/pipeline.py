@@ -39,6 +39,8 @@ def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = 
     def normalize(images, targets, *weights):
         # Scale on the batch, not per example: one vectorised op per batch instead of
         # one per image is what keeps the pipeline far ahead of the model.
+        if labels == "none":  # images alone, as fit(x) gives a step that takes no labels
+            return normalize_images(images, input_shape, pixels)
         return (normalize_images(images, input_shape, pixels), encode_labels(targets, labels, num_classes),
                 *weights)
 
@@ -46,7 +48,8 @@ def _normalizer(input_shape: Sequence[int], pixels: str = "unit", labels: str = 
 
 
 def encode_labels(labels, form: str = "sparse", num_classes: int = NUM_CLASSES):
-    """Class indices as the loss takes them: int32 indices (``sparse``) or float32 one-hot rows."""
+    """Class indices as the loss takes them: int32 indices (``sparse``) or float32 one-hot rows
+    (``none``, a step that takes images alone, is handled by the callers: no labels at all)."""
     import tensorflow as tf
 
     if form == "one_hot":
@@ -200,6 +203,8 @@ def _batch_preparation(image_shape, *, seed: int, input_shape: Sequence[int], au
             unit = transform(unit, tf.stack([tf.constant(seed, tf.int64), step]))
             if pixels == "raw" and images.dtype != tf.float32:
                 unit = unit * 255.0
+            if label_format == "none":
+                return tf.reshape(unit, (-1, *input_shape))
             return (tf.reshape(unit, (-1, *input_shape)), encode_labels(labels, label_format, num_classes),
                     *weights)
         return normalize(images, labels, *weights)

@@ -180,3 +180,33 @@ def _read_all(dataset, take, where: str):
     if not images:
         raise DataError(f"{where} is empty")
     return np.concatenate(images), np.concatenate(labels), np.concatenate(weights) if weights else None
+
+
+def read_images(dataset, where: str) -> np.ndarray:
+    """A dataset of images alone (no labels: what ``fit(x)`` takes for a GAN or a VAE),
+    batched or not, read into memory.
+
+    Raises:
+        DataError: an endless dataset, elements that are not images, or more than
+            :data:`MAX_BYTES` of them (images alone are not streamed).
+    """
+    import tensorflow as tf
+
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise DataError(f"{where} is endless (repeat()); give one pass of the data: mnist_core makes the epochs")
+    spec = dataset.element_spec
+    rank = spec.shape.rank
+    if rank is None or rank < 2 or rank > 4:
+        raise DataError(f"{where}: its elements have shape {spec.shape}; expected images (H, W[, C]) or batches of them")
+    batched = rank == 4 or spec.shape[0] is None or (rank == 3 and spec.shape[-1] not in (1, 2, 3, 4))
+    parts, total = [], 0
+    for element in dataset.as_numpy_iterator():
+        part = element if batched else element[None]
+        total += part.nbytes
+        if total > _max_bytes():
+            raise DataError(f"{where}: more than {_max_bytes() / 2**30:.1f} GiB of images without labels; images "
+                            f"alone are read into memory (${ENV_MAX_BYTES} raises the limit)")
+        parts.append(part)
+    if not parts:
+        raise DataError(f"{where} is empty")
+    return np.concatenate(parts)

@@ -248,7 +248,30 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequenc
         ModelError: the factory fails, returns something else than a ``keras.Model``, or
             the model's output is not ``[batch, num_classes]``.
     """
+    model, problem = build_any(spec, sync_batchnorm=sync_batchnorm, image_shape=image_shape,
+                               num_classes=num_classes, own_step_ok=False)
+    return model
+
+
+def build_any(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
+              num_classes: int = DEFAULT_NUM_CLASSES, own_step_ok: bool = True) -> Tuple[object, Optional[str]]:
+    """:func:`build`, also for a model that trains itself without being a classifier.
+
+    A model that overrides ``train_step`` (a GAN, a VAE: Keras' guides) need not map images
+    to class scores: it may have no ``call`` at all, or return images. With ``own_step_ok``
+    such a model is returned with the reason it is not a classifier, instead of refused;
+    its layers must then be built (mnist_core cannot call it to build them).
+
+    Returns:
+        ``(model, reason)``: ``reason`` is ``None`` for a classifier.
+
+    Raises:
+        ModelError: as :func:`build`; a model with its own ``train_step`` whose layers are
+            not built.
+    """
     import keras
+
+    from mnist_core.keras_step import overridden_methods
 
     where = spec.label
     image_shape = tuple(int(d) for d in image_shape)
@@ -261,29 +284,49 @@ def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequenc
         raise ModelError(f"{where}: building the model failed ({type(e).__name__}: {_keras_message(e)})") from None
     if not isinstance(model, keras.Model):
         raise ModelError(f"{where}: returned {type(model).__name__}, expected a keras.Model")
+    own_step = own_step_ok and "train_step" in overridden_methods(model)
     input_shape = input_shape_of(model, spec, image_shape)
     probe = np.zeros((2, *input_shape), dtype="float32")
     h, w, c = image_shape
+    problem = None
     try:
         out = model(probe, training=False)
     except Exception as e:
-        raise ModelError(
-            f"{where}: calling the model on a batch of shape {probe.shape} failed "
-            f"({type(e).__name__}: {_keras_message(e)}); mnist_core feeds float32 images in [0, 1] shaped "
-            f"({h}, {w}, {c}) (the data's), or the shape the model declares: a class attribute "
-            f"mnist_input_shape = ({h * w * c},) or a first keras.Input(({h * w * c},))"
-        ) from None
-    if isinstance(out, (list, tuple, dict)):
-        raise ModelError(f"{where}: returns {len(out)} outputs; mnist_core trains a model with one output "
-                         f"of shape (batch, {num_classes})")
-    shape = tuple(getattr(out, "shape", ()))
-    if len(shape) != 2 or shape[1] != num_classes:
-        raise ModelError(f"{where}: output has shape {shape}, expected (batch, {num_classes}) logits or class "
-                         f"probabilities (the data has {num_classes} classes)")
-    if int(np.prod(input_shape)) != h * w * c:
+        if not own_step:
+            raise ModelError(
+                f"{where}: calling the model on a batch of shape {probe.shape} failed "
+                f"({type(e).__name__}: {_keras_message(e)}); mnist_core feeds float32 images in [0, 1] shaped "
+                f"({h}, {w}, {c}) (the data's), or the shape the model declares: a class attribute "
+                f"mnist_input_shape = ({h * w * c},) or a first keras.Input(({h * w * c},))"
+            ) from None
+        out = None
+        problem = (f"{type(model).__name__}.call() is not implemented" if isinstance(e, NotImplementedError)
+                   else f"calling it on images failed ({type(e).__name__}: {_keras_message(e)[:120]})")
+    if out is not None:
+        shape = tuple(getattr(out, "shape", ())) if not isinstance(out, (list, tuple, dict)) else None
+        if shape is None:
+            problem = f"it returns {len(out)} outputs"
+        elif len(shape) != 2 or shape[1] != num_classes:
+            problem = f"its output has shape {shape}"
+        if problem and not own_step:
+            if shape is None:
+                raise ModelError(f"{where}: returns {len(out)} outputs; mnist_core trains a model with one output "
+                                 f"of shape (batch, {num_classes})")
+            raise ModelError(f"{where}: output has shape {shape}, expected (batch, {num_classes}) logits or class "
+                             f"probabilities (the data has {num_classes} classes)")
+    if int(np.prod(input_shape)) != h * w * c and (problem is None or out is not None):
         raise ModelError(f"{where}: takes inputs of shape {input_shape} ({int(np.prod(input_shape))} values), "
                          f"but the data's images are {h}x{w}x{c} ({h * w * c} values)")
-    return model
+    if problem is not None:
+        unbuilt = [layer.name for layer in model._flatten_layers(include_self=False) if not layer.built]
+        if unbuilt:
+            raise ModelError(
+                f"{where}: the model trains itself ({type(model).__name__}.train_step) and is not a classifier "
+                f"({problem}), so mnist_core cannot call it to create its variables, and its layer "
+                f"{unbuilt[0]!r} is not built; start its networks with keras.Input(shape=...) (as Keras' guides "
+                "do) or call them once on a batch in the factory")
+        problem = f"{problem}, not (batch, {num_classes}) class scores"
+    return model, problem
 
 
 def _builtin(name: str) -> Callable:
