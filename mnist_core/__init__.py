@@ -11,7 +11,7 @@ The Python API is the library the command-line tools use::
   (``model=`` a ``keras.Model`` object, subclass or factory; ``data=`` numpy arrays);
 * :func:`load_data`, :func:`from_arrays`, :class:`MnistData` — datasets;
 * :func:`load_model`, :func:`load_classifier`, :func:`evaluate_model`,
-  :func:`predict_proba`, :func:`export_savedmodel` — using a trained model (the names
+  :func:`predict_proba`, :func:`preprocess`, :func:`export_savedmodel` — using a trained model (the names
   ``evaluate`` and ``predict`` belong to the command-line modules);
 * :func:`register_model` — add a model to the ``--model`` registry.
 
@@ -38,6 +38,7 @@ _EXPORTS = {
     "export_savedmodel": ("mnist_core.inference", "export_savedmodel"),
     "evaluate_model": ("mnist_core.evaluation", "evaluate_model"),
     "predict_proba": ("mnist_core.inference", "predict_proba"),
+    "preprocess": ("mnist_core.images", "preprocess"),
     "register_model": ("mnist_core.models", "register"),
     "MnistCoreError": ("mnist_core.errors", "MnistCoreError"),
 }
@@ -47,7 +48,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 # Functions whose refusals name their arguments, not the command line's flags.
 _PYTHON_WORDS = ("load_data", "from_arrays", "load_model", "load_classifier", "export_savedmodel", "evaluate_model",
-                 "predict_proba")
+                 "predict_proba", "preprocess")
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,11 @@ def build_parser():
                    help=f"dataset: {', '.join(DATASETS)} or a TFDS name (default: the run's)")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="data location (default: the run's)")
     p.add_argument("--batch-size", dest="batch_size", type=cli.positive_int, default=512)
+    p.add_argument("--pixels", choices=("unit", "raw"),
+                   help="the pixel scale the model was trained on, for a model that does not record it (saved by "
+                        "plain Keras): unit (pixels / 255) or raw (0-255); default: recorded, else guessed and said")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: where the model's own classes are registered (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
 
@@ -92,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cli.import_tensorflow()
         from mnist_core.evaluation import evaluate_path
 
-        result = evaluate_path(Path(args.model_path), args.dataset, args.data_dir, args.batch_size)
+        result = evaluate_path(Path(args.model_path), args.dataset, args.data_dir, args.batch_size,
+                               pixels=args.pixels, imports=args.imports)
         reporting.result_ready()
         if args.json:
             print(json.dumps(result))

@@ -68,7 +68,7 @@ def metrics(logits: np.ndarray, labels: np.ndarray, names: Sequence[str],
 
 
 def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional[str] = None,
-                   data_dir: Optional[str] = None) -> Dict:
+                   data_dir: Optional[str] = None, pixels: Optional[str] = None, imports: Sequence[str] = ()) -> Dict:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix of a model.
 
     Args:
@@ -80,6 +80,9 @@ def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional
             model was trained on.
         batch_size: Images per forward pass.
         dataset, data_dir: Where to load the test set from when ``data`` is None.
+        pixels: ``unit`` or ``raw``: the pixel scale a model that does not record it (one
+            saved by plain Keras) was trained on; otherwise guessed, and the guess said.
+        imports: Modules to import before loading (``--import``): the model's own classes.
 
     Returns:
         The dict ``mnist-evaluate --json`` prints (``test_loss``, ``test_accuracy``,
@@ -89,7 +92,7 @@ def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional
     from mnist_core import data as data_lib
     from mnist_core import inference
 
-    classifier = inference.classifier_of(model)  # a bad path is reported before data is looked for
+    classifier = inference.classifier_of(model, pixels=pixels, imports=imports)  # a bad path first, before data
     info = classifier.info
     if data is None:
         summary = inference.run_summary(Path(model)) if isinstance(model, (str, Path)) else {}
@@ -106,6 +109,7 @@ def evaluate_model(model, data=None, *, batch_size: int = 512, dataset: Optional
 
 
 def evaluate_path(model_path: Path, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-                  batch_size: int = 512) -> Dict:
+                  batch_size: int = 512, pixels: Optional[str] = None, imports: Sequence[str] = ()) -> Dict:
     """Evaluates a saved model on its own dataset's test set (or the one given); :func:`evaluate_model`'s dict."""
-    return evaluate_model(Path(model_path), batch_size=batch_size, dataset=dataset, data_dir=data_dir)
+    return evaluate_model(Path(model_path), batch_size=batch_size, dataset=dataset, data_dir=data_dir,
+                          pixels=pixels, imports=imports)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
@@ -191,3 +192,45 @@ def default_preprocess(dataset: Optional[str], image_shape=(IMAGE_SIZE, IMAGE_SI
     if tuple(image_shape) != (IMAGE_SIZE, IMAGE_SIZE):
         return "resize"
     return "fashion" if dataset == "fashion_mnist" else "mnist"
+
+
+def preprocess(images, preprocess: str = "mnist", image_shape=(IMAGE_SIZE, IMAGE_SIZE),
+               where: str = "images") -> np.ndarray:
+    """Images prepared as ``mnist-predict`` prepares a file: the one preprocessing of the
+    command line and of :func:`mnist_core.predict_proba`.
+
+    Args:
+        images: A batch ``[N, H, W]``/``[N, H, W, C]`` (or flat square ``[N, H*W]``) or a
+            list of images ``[H, W]``/``[H, W, C]`` of any size: uint8, uint16 or floats.
+        preprocess: ``mnist`` (dark-on-light turned light-on-dark, cropped, the digit fitted
+            in 20x20 and centred by mass in 28x28, as MNIST's), ``fashion`` (fitted in
+            28x28), ``none`` (28x28 images taken as they are) or ``resize`` (scaled to the
+            model's ``image_shape``, grey or colour).
+        image_shape: The model's images, ``(H, W)`` or ``(H, W, C)``.
+        where: How messages name the images.
+
+    Returns:
+        uint8 images ``[N, *image_shape]``.
+
+    Raises:
+        DataError: a blank image, or one that is not an image.
+    """
+    if preprocess not in PREPROCESS:
+        raise DataError(f"--preprocess {preprocess}: choose one of {', '.join(PREPROCESS)}")
+    if isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        batch = np.asarray(images)
+        if batch.ndim == 2 and batch.shape[1] > 1 and math.isqrt(batch.shape[1]) ** 2 == batch.shape[1]:
+            side = math.isqrt(batch.shape[1])
+            batch = batch.reshape(-1, side, side)
+        if batch.ndim not in (3, 4):
+            raise DataError(f"{where}: expected a batch of images [N, H, W] or [N, H, W, C], or a list of images; "
+                            f"got shape {list(batch.shape)}")
+        items = list(batch)
+    colour = preprocess == "resize"
+    prepared = [to_model_input(_to_unit(x, f"{where}[{i}]") if colour else _to_gray(x, f"{where}[{i}]"),
+                               preprocess, f"{where}[{i}]", image_shape) for i, x in enumerate(items)]
+    if not prepared:
+        raise DataError(f"{where}: no images")
+    return np.stack(prepared)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import weakref
 import zipfile
 from pathlib import Path
@@ -73,10 +74,14 @@ class ModelInfo:
     pixels: str = "unit"
     source: str = "guessed"
     image_shape: Tuple[int, ...] = (IMAGE_SIZE, IMAGE_SIZE)
+    # Why ``pixels`` is a guess (the model carries no record of its scale), or "": said in a
+    # warning wherever such a model is used, with the flag that settles it.
+    pixels_guess: str = ""
 
     def to_json(self) -> str:
         values = dataclasses.asdict(self)
         values.pop("source")
+        values.pop("pixels_guess")
         values["format"] = 1
         return json.dumps(values)
 
@@ -143,6 +148,12 @@ def read_model_info(path: Path) -> Optional[ModelInfo]:
             with zipfile.ZipFile(path) as archive:
                 if INFO_ENTRY in archive.namelist():
                     return ModelInfo.from_json(archive.read(INFO_ENTRY).decode())
+                # Saved by the user's own model.save() after a run: the info travels in the
+                # model's build config (carry_info).
+                config = json.loads(archive.read("config.json").decode())
+                recorded = (config.get("build_config") or {}).get(BUILD_CONFIG_KEY)
+                if recorded:
+                    return ModelInfo.from_json(json.dumps(recorded))
         elif path.suffix == ".h5":
             import h5py
 
@@ -153,6 +164,61 @@ def read_model_info(path: Path) -> Optional[ModelInfo]:
     except Exception:  # an unreadable file is reported by whoever loads the model
         return None
     return None
+
+
+BUILD_CONFIG_KEY = "mnist_core_info"
+
+
+def carry_info(model, info: ModelInfo) -> None:
+    """Makes every later ``model.save(...)`` of ``model`` carry ``info``, the user's own too.
+
+    Keras writes a model's ``get_build_config()`` into the file and, when loading, reads
+    only the keys it knows from it; the info is added there as one more key, so a model
+    trained by mnist_core and saved by plain Keras still says how it is fed (its pixel
+    scale above all), and loads anywhere as before.
+    """
+    original = type(model).get_build_config
+
+    def get_build_config(self=model):
+        config = original(self) or {}
+        return {**config, BUILD_CONFIG_KEY: json.loads(info.to_json())}
+
+    object.__setattr__(model, "mnist_info", info)
+    object.__setattr__(model, "get_build_config", get_build_config)
+
+
+def _has_rescaling(model) -> bool:
+    """Whether the model scales pixel values itself (``Rescaling(1/255)``, as Keras' image
+    tutorials build it): then it was trained on 0-255 values."""
+    import keras
+
+    return any(isinstance(layer, keras.layers.Rescaling) and np.all(np.asarray(layer.scale) < 0.1)
+               for layer in model._flatten_layers(include_self=False))
+
+
+def with_pixels(info: ModelInfo, pixels: Optional[str], where: str) -> ModelInfo:
+    """``info`` with the pixel scale the user gave (``--pixels``/``pixels=``), or as it is.
+
+    Raises:
+        ConfigError: a scale other than ``unit`` or ``raw``.
+    """
+    if pixels is None:
+        return info
+    if pixels not in ("unit", "raw"):
+        raise ConfigError(f"--pixels {pixels}: choose unit (pixels / 255, in [0, 1]) or raw (0-255 values)")
+    return dataclasses.replace(info, pixels=pixels, pixels_guess="")
+
+
+def warn_guessed_pixels(info: ModelInfo, where: str) -> None:
+    """One warning line for a model whose pixel scale is a guess (never a silent one)."""
+    if not info.pixels_guess:
+        return
+    from mnist_core.errors import command_line_words, from_python, python_words
+
+    fed = "floats in [0, 1] (pixels / 255)" if info.pixels == "unit" else "0-255 values"
+    message = (f"{where}: the model carries no record of the pixel scale it was trained on; it is fed {fed} "
+               f"({info.pixels_guess}); give --pixels unit or --pixels raw to say which")
+    print(f"warning: {python_words(message) if from_python() else message}", file=sys.stderr, flush=True)
 
 
 def model_info(path: Path, model=None) -> ModelInfo:
@@ -182,8 +248,10 @@ def guess_info(model, input_shape: Optional[Sequence[int]] = None) -> ModelInfo:
     else:
         side = int(round(float(np.prod(shape)) ** 0.5))
         image = (side, side)
+    raw = _has_rescaling(model)
+    guess = "it has a Rescaling layer: 0-255 values" if raw else "no Rescaling layer: [0, 1], as Keras' MNIST examples"
     return ModelInfo(input_shape=shape, outputs=outputs, class_names=tuple(str(i) for i in range(classes)),
-                     image_shape=tuple(image))
+                     image_shape=tuple(image), pixels="raw" if raw else "unit", pixels_guess=guess)
 
 
 # --------------------------------------------------------------------------- saving
@@ -396,13 +464,20 @@ def _load_savedmodel(path: Path):
     return loaded, fn
 
 
-def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> Classifier:
+def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None, pixels: Optional[str] = None,
+                    imports: Sequence[str] = ()) -> Classifier:
     """Loads a saved model: ``RUN/model.keras``, a ``.h5`` file or an exported SavedModel directory.
 
     Args:
         path: A ``.keras`` or ``.h5`` file, or a SavedModel directory.
         input_shape: The model's input example shape; default: what the model carries,
             else the run's ``summary.json``, else the model's own input shape.
+        pixels: ``unit`` or ``raw``: the pixel scale the model was trained on, for a model
+            that does not record it (one saved by plain Keras); default: the recorded one,
+            else a guess said in a warning.
+        imports: Modules to import first (``--import``): where the model's own classes are
+            registered for Keras to load them. The module of the run's ``--model`` is
+            imported without asking.
 
     Raises:
         ConfigError: ``path`` does not exist.
@@ -416,6 +491,9 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
     if path.is_dir():
         if not is_savedmodel(path):
             raise ModelError(f"--model-path {path}: a directory without saved_model.pb (not a SavedModel)")
+        if pixels is not None:
+            raise ConfigError(f"--pixels {pixels}: {path} is a SavedModel, whose serving signature takes uint8 pixels "
+                              "and scales them as the model was trained; drop --pixels")
         loaded, fn = _load_savedmodel(path)
         reg = 0.0
         if "regularization_loss" in loaded.signatures:
@@ -423,9 +501,11 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
         info = model_info(path)
         # Keep the loaded object alive with the function that uses its variables.
         return Classifier(path, "savedmodel", lambda images, _keep=loaded: fn(images=images), info, reg)
+    import_model_modules(path, imports)
     model = load_keras_model(path)
-    info = model_info(path, model)
+    info = with_pixels(model_info(path, model), pixels, f"--model-path {path}")
     _check_classifier(info, f"--model-path {path}")
+    warn_guessed_pixels(info, f"--model-path {path}")
     if input_shape is not None:
         info = dataclasses.replace(info, input_shape=tuple(input_shape))
     serve = tf.function(_serving_fn(model, info), input_signature=[_image_spec(info)])
@@ -437,7 +517,7 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None) -> 
 _IN_MEMORY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classifier:
+def classifier_for(model, input_shape: Optional[Sequence[int]] = None, pixels: Optional[str] = None) -> Classifier:
     """A :class:`Classifier` around a ``keras.Model`` in memory (as trained by ``mnist_core.train``).
 
     Args:
@@ -448,8 +528,9 @@ def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classi
     """
     import tensorflow as tf
 
-    info = guess_info(model, input_shape)
-    _check_classifier(info, f"model= (a {type(model).__name__} object)")
+    where = f"model= (a {type(model).__name__} object)"
+    info = with_pixels(guess_info(model, input_shape), pixels, where)
+    _check_classifier(info, where)
     cached = _IN_MEMORY.get(model)
     if cached is not None and cached.info == info:
         return cached
@@ -457,7 +538,35 @@ def classifier_for(model, input_shape: Optional[Sequence[int]] = None) -> Classi
     classifier = Classifier(Path(f"<{type(model).__name__} in memory>"), "keras", serve, info,
                             regularization_loss=float(_regularization(model)))
     _IN_MEMORY[model] = classifier
+    warn_guessed_pixels(info, where)
     return classifier
+
+
+def import_model_modules(path: Path, imports: Sequence[str] = ()) -> None:
+    """Imports what loading the model at ``path`` needs: the modules named by ``--import``,
+    and the module of the model its run trained (``--model package.module:Name`` in its
+    ``summary.json``), where a ``@keras.saving.register_keras_serializable`` class lives.
+
+    Raises:
+        ConfigError: an ``--import`` module that cannot be imported.
+    """
+    import importlib
+
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise ConfigError(f"--import {name}: cannot import it ({type(e).__name__}: {one_line(e)[:200]}); run from "
+                              "the directory that holds it, or add that directory to PYTHONPATH") from None
+    recorded = str(run_summary(path).get("model") or "")
+    module = recorded.split(":", 1)[0] if ":" in recorded else ""
+    if module and module != "__main__" and not recorded.startswith("python-object"):
+        if "" not in sys.path and "." not in sys.path:
+            sys.path.insert(0, "")  # as `python -m mnist_core.train --model mymodule:Net` found it
+        try:
+            importlib.import_module(module)
+        except Exception:  # not importable here: loading says what it lacks, and --import helps
+            pass
 
 
 def _check_classifier(info: ModelInfo, where: str) -> None:
@@ -527,33 +636,52 @@ def load_keras_model(path: Path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:
-        raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {one_line(e)[:200]})") from None
+        hint = ""
+        if "register_keras_serializable" in str(e) or "custom_objects" in str(e) or "Could not locate" in str(e):
+            hint = ("; its class is the user's own: --import MODULE imports the module that registers it "
+                    "(@keras.saving.register_keras_serializable)")
+        raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {one_line(e)[:200]}){hint}") \
+            from None
 
 
-def classifier_of(model: Union[str, Path, object]) -> Classifier:
+def classifier_of(model: Union[str, Path, object], pixels: Optional[str] = None,
+                  imports: Sequence[str] = ()) -> Classifier:
     """A :class:`Classifier` for a path or an in-memory model."""
     if isinstance(model, (str, Path)):
-        return load_classifier(Path(model))
-    return classifier_for(model)
+        return load_classifier(Path(model), pixels=pixels, imports=imports)
+    return classifier_for(model, pixels=pixels)
 
 
-def predict_proba(model, images, *, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities ``[N, 10]`` of images.
+def predict_proba(model, images, *, batch_size: int = 512, preprocess: str = "auto",
+                  pixels: Optional[str] = None) -> np.ndarray:
+    """Class probabilities ``[N, classes]`` of images, prepared as ``mnist-predict`` prepares them.
 
     Args:
         model: A path (``RUN/model.keras``, a ``.h5`` file or a SavedModel directory) or a
             ``keras.Model``.
-        images: uint8 pixels or floats in [0, 1] (rounded to 8-bit pixels), shaped ``[N, 28, 28]``,
-            ``[N, 28, 28, 1]`` or ``[N, 784]`` (already MNIST-like: light on dark,
-            centred; ``mnist-predict`` prepares photos and files).
+        images: A batch ``[N, H, W]``/``[N, H, W, C]``/``[N, H*W]`` or a list of images, uint8
+            or floats (in [0, 1] or 0-255).
         batch_size: Images per forward pass.
+        preprocess: ``auto`` (the default of ``mnist-predict`` for the model: ``mnist`` for
+            MNIST's, ``fashion`` for Fashion-MNIST's, ``resize`` for other images), or one of
+            :func:`mnist_core.preprocess`'s (``mnist``, ``fashion``, ``resize``; ``none``
+            for images already as the dataset's: light on dark, centred, the model's size).
+            The same images give the same classes here and from ``mnist-predict``.
+        pixels: ``unit`` or ``raw``, for a model that does not record its pixel scale.
 
     Raises:
         DataError: ``images`` are not such images (the message names ``images``).
     """
-    classifier = classifier_of(model)
-    pixels = as_pixels(images, "predict_proba images", classifier.info.image_shape)
-    return classifier.probabilities(pixels, batch_size)
+    from mnist_core import images as images_lib
+
+    classifier = classifier_of(model, pixels=pixels)
+    image_shape = tuple(classifier.info.image_shape)
+    if preprocess == "auto":
+        preprocess = images_lib.default_preprocess(classifier.info.dataset, image_shape)
+    if preprocess != "none":
+        images = images_lib.preprocess(images, preprocess, image_shape, where="predict_proba images")
+    prepared = as_pixels(images, "predict_proba images", image_shape)
+    return classifier.probabilities(prepared, batch_size)
 
 
 def load_run_data(info: ModelInfo, summary: Dict, dataset: Optional[str] = None, data_dir: Optional[str] = None):

@@ -49,6 +49,11 @@ def build_parser():
                    help="how images are made like the training data: mnist, fashion (MNIST-like), none (28x28 as "
                         "they are), resize (scaled to the model's image size; the default for models of other "
                         "images than 28x28 grey) (default: the run's dataset's)")
+    p.add_argument("--pixels", choices=("unit", "raw"),
+                   help="the pixel scale the model was trained on, for a model that does not record it (saved by "
+                        "plain Keras): unit (pixels / 255) or raw (0-255); default: recorded, else guessed and said")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: where the model's own classes are registered (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     return p
 
@@ -62,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cli.import_tensorflow()
         from mnist_core import inference
 
-        classifier = inference.load_classifier(Path(args.model_path))
+        classifier = inference.load_classifier(Path(args.model_path), pixels=args.pixels, imports=args.imports)
         # The model carries its dataset: class names and the preprocessing that matches it.
         names = classifier.info.class_names
         image_shape = tuple(classifier.info.image_shape)

@@ -400,7 +400,8 @@ class Trainer:
         info = inference.ModelInfo(dataset=data.name, class_names=tuple(data.classes),
                                    input_shape=tuple(program.input_shape), outputs=program.outputs,
                                    pixels=config.pixels, source="model", image_shape=data.stored_shape)
-        object.__setattr__(model, "mnist_info", info)
+        # Also into the user's own model.save() of this object after the run.
+        inference.carry_info(model, info)
         weights_path = h5_path = None
         with detached_optimizer(model):
             if model_path is not None:
