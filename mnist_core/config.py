@@ -125,6 +125,10 @@ class TrainConfig:
         export_savedmodel: Also export ``saved_model/``: a SavedModel whose serving
             signature takes uint8 ``[N, 28, 28]`` images (TF Serving, ``tf.saved_model.load``).
         export_h5: Also write ``model.h5`` (Keras' legacy HDF5 format) beside ``model.keras``.
+        export_tflite: Also write ``model.tflite`` (:mod:`mnist_core.tflite`): ``float``,
+            ``dynamic`` (int8 weights) or ``int8`` (weights and activations, calibrated on
+            training images), checked by ``tf.lite.Interpreter`` against the Keras model;
+            ``None``: no TFLite file.
         histograms: Write weight histograms to TensorBoard after every epoch.
         profile_steps: ``"A,B"``: write a TensorBoard profiler trace of global steps A..B
             (1-based, inclusive); ``None``: no profiling.
@@ -182,6 +186,7 @@ class TrainConfig:
     quiet: bool = False
     export_savedmodel: bool = False
     export_h5: bool = False
+    export_tflite: Optional[str] = None
     histograms: bool = False
     profile_steps: Optional[str] = None
     synthetic_train_size: int = 60000
@@ -216,6 +221,8 @@ class TrainConfig:
         if self.class_weight is not None:
             self.class_weights  # validates
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        if self.export_tflite is not None:
+            _choice("--export-tflite", self.export_tflite, ("float", "dynamic", "int8"))
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("--strategy", self.strategy, STRATEGIES)
         _choice("--cluster", self.cluster, CLUSTERS)

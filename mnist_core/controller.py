@@ -25,23 +25,6 @@ def eval_fields(name: str, logs: Dict, count: int) -> Dict:
     return {**{f"{name}_{key}": value for key, value in logs.items()}, f"{name}_examples": count}
 
 
-def accuracy_name(names) -> "str | None":
-    """The accuracy among a set of metric names: ``accuracy``, else any metric named as one
-    (``sparse_categorical_accuracy``, ``categorical_accuracy``, ``acc``: a model compiled as
-    Keras' guides compile it), else ``None``."""
-    names = sorted(names)
-    if "accuracy" in names:
-        return "accuracy"
-    return next((n for n in names if n.endswith("accuracy") or n in ("acc", "sparse_acc")), None)
-
-
-def accuracy_of(entry: Dict, name: str = "test"):
-    """The ``name`` set's accuracy in a history entry, under whatever name it was measured."""
-    prefix = f"{name}_"
-    key = accuracy_name(k[len(prefix):] for k in entry if k.startswith(prefix))
-    return entry.get(prefix + key) if key else None
-
-
 class Controller:
     """Runs a program's epochs from ``run.step`` to ``config.epochs``, telling the actions.
 

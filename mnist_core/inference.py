@@ -295,7 +295,14 @@ def _serving_fn(model, info: ModelInfo):
 
     def serve(images):
         outputs = model(normalize_images(images, info.input_shape, info.pixels), training=False)
-        logits = as_logits(outputs, info.outputs)
+        # A softmax layer leaves its inputs on its output tensor, and Keras' cross-entropy
+        # uses them: the loss of saturated probabilities is then the exact one, not one
+        # clipped at epsilon. The same logits make evaluate's loss Keras' own.
+        keras_logits = getattr(outputs, "_keras_logits", None)
+        if info.outputs == "softmax" and keras_logits is not None:
+            logits = tf.cast(keras_logits, tf.float32)
+        else:
+            logits = as_logits(outputs, info.outputs)
         return {
             "probabilities": tf.nn.softmax(logits),
             "classes": tf.argmax(logits, axis=-1),

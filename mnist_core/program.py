@@ -551,6 +551,7 @@ def make_program(config: TrainConfig, strategy: tf.distribute.Strategy, num_trai
 def _check_classifier_flags(config: TrainConfig, where: str, why: str) -> None:
     """Refuses, in one line, the flags that only a classifier can honour."""
     for flag, value in (("--target-accuracy", config.target_accuracy), ("--export-savedmodel", config.export_savedmodel),
+                        ("--export-tflite", config.export_tflite),
                         ("--label-smoothing", config.label_smoothing), ("--class-weight", config.class_weight),
                         ("--loss", config.loss != "sparse_categorical_crossentropy" and config.loss)):
         if value:

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"checkpoints kept (default {d.keep_checkpoints})")
     g.add_argument("--export-savedmodel", dest="export_savedmodel", action="store_true",
                    help="also write OUTPUT_DIR/saved_model: a SavedModel serving uint8 [N,28,28] images")
+    g.add_argument("--export-tflite", dest="export_tflite", choices=("float", "dynamic", "int8"),
+                   help="also write OUTPUT_DIR/model.tflite: float, dynamic (int8 weights) or int8 (weights and "
+                        "activations, calibrated on training images), checked against the Keras model")
     g.add_argument("--export-h5", dest="export_h5", action="store_true",
                    help="also write OUTPUT_DIR/model.h5 (Keras' legacy HDF5 format)")
     g.add_argument("--histograms", action="store_true", help="write weight histograms to TensorBoard every epoch")

@@ -41,12 +41,12 @@ from mnist_core import models as model_lib
 from mnist_core import strategy as strategy_lib
 from mnist_core.checkpoint import CHECKPOINT_DIR, CheckpointState
 from mnist_core.config import TrainConfig
-from mnist_core.controller import Controller, accuracy_of, accuracy_name, eval_fields
+from mnist_core.controller import Controller, eval_fields
 from mnist_core.errors import ConfigError, LostWorkerError, ModelError, in_python_words
 from mnist_core.files import write_json
 from mnist_core.program import Program, make_program, python_logs, weights_digest
 from mnist_core.reporting import Reporter
-from mnist_core.run import Run
+from mnist_core.run import Run, accuracy_name, accuracy_of
 
 
 @contextlib.contextmanager
@@ -112,7 +112,9 @@ class Trainer:
         # once the model is known to need one, the run is refused in one line); with one,
         # --val-split holds out validation.
         if data.test_labels is None:
-            if config.val_split > 0:
+            # A registered model is a classifier, evaluated on a test split: refused now.
+            if config.val_split > 0 or (data.labelled and config.model in model_lib.names()
+                                        and self.model_source is None):
                 data = data_lib.hold_out_test(data, config.val_split, config.seed)
         else:
             data = data_lib.split_validation(data, config.val_split, config.seed)
@@ -381,6 +383,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
 
+    def _export_tflite(self, program: Program, data: data_lib.MnistData, out: Path) -> Dict:
+        """``--export-tflite``: converted, run by the TFLite interpreter on test images beside
+        the Keras model, written; what was measured goes to summary.json and one line."""
+        from mnist_core import tflite
+
+        test_images = data.test_images if data.test_images is not None else data.train_images
+        test_labels = data.test_labels if data.test_labels is not None else data.train_labels
+        result = tflite.export(program.model, program.input_shape, self.config.export_tflite, out / "model.tflite",
+                               calibration=_model_inputs(program, data.train_images[:tflite.CALIBRATION_IMAGES]),
+                               check_inputs=_model_inputs(program, test_images[:tflite.CHECK_IMAGES]),
+                               check_labels=test_labels[:tflite.CHECK_IMAGES])
+        self.reporter.info(f"model.tflite ({result['mode']}, {result['bytes'] / 1024:,.0f} KiB): accuracy "
+                           f"{result['accuracy']:.4f} vs the Keras model's {result['keras_accuracy']:.4f} on "
+                           f"{result['examples']} test images, same class for {result['agreement']:.2%}")
+        return result
+
     def _finish(self, run: Run, eval_sets: Dict, data: data_lib.MnistData) -> Dict:
         config, program, out = self.config, run.program, run.out
         model = program.model
@@ -413,6 +431,9 @@ class Trainer:
         if config.export_savedmodel and run.chief:
             savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,
                                                               out / inference.SAVEDMODEL_DIR, info, overwrite=True))
+        tflite = None
+        if config.export_tflite and run.chief:
+            tflite = self._export_tflite(program, data, out)
         summary = {
             "test_accuracy": accuracy_of(final, "test"),
             "test_loss": final.get("test_loss"),
@@ -447,6 +468,7 @@ class Trainer:
             "classifier": program.classifier,
             "savedmodel_path": savedmodel_path,
             "h5_path": str(h5_path) if h5_path else None,
+            "tflite": tflite,
             "outputs": program.outputs,
             # A worker's own files are scratch: the run directory is the chief's.
             "output_dir": str(out) if run.chief else os.path.abspath(config.output_dir or "."),
@@ -462,6 +484,11 @@ class Trainer:
             self.reporter.info(f"weights sha256 {summary['weights_sha256']} ({summary['worker']})")
         self.reporter.final(run.history, summary)
         return summary
+
+
+def _model_inputs(program: Program, images: np.ndarray) -> np.ndarray:
+    """Images as the model takes them in training (scaled, shaped): what a TFLite model is fed."""
+    return data_lib.normalize_images(images, program.input_shape, program.config.pixels).numpy()
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None, *, callbacks: Optional[Sequence] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mnist_core.actions.base import Action
+from mnist_core.run import accuracy_of
 
 
 class TargetAccuracy(Action):
@@ -12,8 +13,6 @@ class TargetAccuracy(Action):
         self.target = target
 
     def on_epoch_end(self, run, epoch, entry):
-        from mnist_core.controller import accuracy_of
-
         accuracy = accuracy_of(entry, "test")
         if accuracy is not None and accuracy >= self.target:
             run.request_stop(f"test accuracy {accuracy:.4f} reached --target-accuracy {self.target} "
