@@ -41,7 +41,8 @@ _CPU_FEATURES = "To enable the following instructions:"
 # a tf.data attribute its runtime does not know yet (with op determinism on), and oneDNN
 # falling back from float16 kernels on a CPU without them (mnist_core says that itself,
 # once, in its own words).
-_RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|oneDNN supports DT_HALF only")
+_RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|oneDNN supports DT_HALF only|"
+                        r"GeneratorDatasetOp::Dataset will not be optimized")
 # The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
 # collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
 _CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
@@ -169,6 +170,31 @@ def filtered_stderr() -> Iterator[None]:
         if held and not reported:
             os.write(saved, b"".join(held))
         os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_python_api() -> Iterator[None]:
+    """What a run from Python (a script, a notebook cell) shows: mnist_core's lines.
+
+    The command-line tools filter TensorFlow's noise for their whole process; a run from
+    Python does it for the run: TensorFlow's C++ log lines that say nothing about the run
+    (:func:`is_startup_noise`) are kept off file descriptor 2, which Jupyter copies into
+    the cell, and TensorFlow's Python logger says only warnings (a notebook's logging set
+    up at INFO otherwise shows ``INFO:tensorflow:Reduce to ...`` for every mirrored
+    reduction, once through stdout and once through stderr). Both are as they were after
+    the run.
+    """
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        with filtered_stderr():
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 class ArgumentParser(argparse.ArgumentParser):

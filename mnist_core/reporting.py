@@ -38,6 +38,48 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython's ZMQ shell), not a terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class NotebookProgress:
+    """An epoch's progress in a Jupyter cell: one line, updated in place after every loop call
+    (``epoch 1/3 ███████░░░ 140/200 loss 0.31 acc 0.91 12,000 img/s``), removed when the
+    epoch's own line is printed."""
+
+    WIDTH = 24
+
+    def __init__(self):
+        self._handle = None
+
+    def _show(self, text: str) -> None:
+        from IPython.display import Pretty, display
+
+        if self._handle is None:
+            self._handle = display(Pretty(text), display_id=True)
+        else:
+            self._handle.update(Pretty(text))
+
+    def start(self, epoch: int, epochs: int, steps: int, completed: int = 0) -> None:
+        self._epoch, self._epochs, self._steps = epoch, epochs, max(steps, 1)
+        self.update(completed, "")
+
+    def update(self, steps_done: int, stats: str) -> None:
+        filled = int(self.WIDTH * min(steps_done, self._steps) / self._steps)
+        bar = "█" * filled + "░" * (self.WIDTH - filled)
+        self._show(f"epoch {self._epoch}/{self._epochs} {bar} {steps_done}/{self._steps} {stats}".rstrip())
+
+    def end(self) -> None:
+        if self._handle is not None:
+            from IPython.display import Pretty
+
+            self._handle.update(Pretty(""))  # the epoch's line follows, printed once
+            self._handle = None
+
+
 class Reporter:
     """Reports a run's progress.
 
@@ -58,6 +100,9 @@ class Reporter:
         self.interactive = self.console.is_terminal and not quiet
         self._progress: Optional[Progress] = None
         self._task = None
+        # In a Jupyter notebook rich cannot redraw a bar in place: an IPython display
+        # updated in place shows the epoch's progress instead (NotebookProgress).
+        self._notebook = NotebookProgress() if console is None and not quiet and in_notebook() else None
 
     def info(self, message: str) -> None:
         """A line of information (data source, resume point...)."""
@@ -69,6 +114,8 @@ class Reporter:
         self.errors.print(f"warning: {message}", highlight=False, markup=False, style="yellow")
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, completed: int = 0) -> None:
+        if self._notebook is not None:
+            self._notebook.start(epoch, epochs, steps, completed)
         if not self.interactive:
             return
         self._progress = Progress(
@@ -84,9 +131,11 @@ class Reporter:
         self._task = self._progress.add_task("train", total=steps, completed=completed, stats="")
 
     def update(self, steps_done: int, logs: Dict[str, float], images_per_second: Optional[float]) -> None:
+        stats = f"{format_metrics(logs)}  {_fmt(images_per_second, ',.0f')} img/s"
+        if self._notebook is not None:
+            self._notebook.update(steps_done, stats)
         if self._progress is None:
             return
-        stats = f"{format_metrics(logs)}  {_fmt(images_per_second, ',.0f')} img/s"
         self._progress.update(self._task, completed=steps_done, stats=stats)
 
     def end_epoch_progress(self) -> None:
@@ -99,6 +148,8 @@ class Reporter:
         self.end_epoch_progress()
         if self.quiet:
             return
+        if self._notebook is not None:
+            self._notebook.end()
         train = format_metrics(_group(entry, "train"))
         evaluated = " ".join(format_metrics(_group(entry, name), prefix=f"{name}_")
                              for name in _eval_sets(entry))

@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from mnist_core import data as data_lib
+from mnist_core import models as model_lib
 from mnist_core import optim
 from mnist_core.config import DEFAULT_LEARNING_RATES, TrainConfig
 from mnist_core.errors import ConfigError, one_line
@@ -104,6 +105,8 @@ def check_flags(config: TrainConfig, out: Path, record: Optional[Dict], warn: Ca
         if field == "lr":  # compare the rates actually used (None means the optimizer's default)
             new = config.learning_rate
             old = old if old is not None else DEFAULT_LEARNING_RATES.get(saved.get("optimizer"), old)
+        if field == "model":  # the same class, given as the object the run trained or as the class
+            new, old = (str(name).split(f"{model_lib.UNREPRODUCIBLE}:", 1)[-1] for name in (new, old))
         if new != old:
             raise ConfigError(f"--resume: {_flag(field)} {new} differs from the run's {old}, which would change "
                               f"what its saved steps mean; {_HINT}")

@@ -147,6 +147,16 @@ class Trainer:
                 a failing user callback (``CallbackError``) or write (``WriteError``), a
                 lost ``multi_worker`` peer (``LostWorkerError``).
         """
+        from mnist_core.errors import from_python
+
+        if from_python():  # the command line filters its whole process already
+            from mnist_core.cli import quiet_python_api
+
+            with quiet_python_api():
+                return self._run_all()
+        return self._run_all()
+
+    def _run_all(self) -> Dict:
         started = time.perf_counter()
         config = self.config
         spec = None
