@@ -73,6 +73,24 @@ def learnable_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def parity_start(replicas: int, batch: int, steps: int):
+    """What the fit-parity harnesses start from: a config of Keras' own update (as fit runs
+    it: parity is bit for bit) on ``replicas`` mirrored CPU replicas, its strategy, and
+    ``steps`` batches of learnable digits. Call before anything else starts TensorFlow."""
+    import tensorflow as tf
+
+    from mnist_core import data as data_lib, strategy as strategy_lib
+    from mnist_core.config import TrainConfig
+
+    tf.get_logger().setLevel("ERROR")
+    extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
+    base = TrainConfig(batch_size=batch, steps_per_loop=3, jit_compile="off", update="keras", **extra)
+    strategy_lib.configure_devices(base)
+    strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
+    images, labels = learnable_digits(steps * batch, seed=5)
+    return base, strategy, data_lib.MnistData(images, labels, images[:64], labels[:64], "mnist", "generated")
+
+
 def make_idx_dir(directory: Path, n_train: int = 512, n_test: int = 200, gz: bool = True) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gz else ""

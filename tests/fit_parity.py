@@ -26,8 +26,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from conftest import learnable_digits  # noqa: E402
-from mnist_core import data as data_lib, strategy as strategy_lib  # noqa: E402
+from conftest import parity_start  # noqa: E402
+from mnist_core import data as data_lib  # noqa: E402
 from mnist_core.config import TrainConfig  # noqa: E402
 
 BATCH, STEPS = 64, 8
@@ -54,14 +54,8 @@ def main(replicas, cases):
 
     from mnist_core.program import make_program
 
-    tf.get_logger().setLevel("ERROR")
-    extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
-    # Keras' own update, as fit runs it: parity is bit for bit.
-    base = TrainConfig(batch_size=BATCH, steps_per_loop=3, jit_compile="off", update="keras", **extra)
-    strategy_lib.configure_devices(base)
-    strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
-    images, labels = learnable_digits(STEPS * BATCH, seed=5)
-    data = data_lib.MnistData(images, labels, images[:64], labels[:64], "mnist", "generated")
+    base, strategy, data = parity_start(replicas, BATCH, STEPS)
+    images, labels = data.train_images, data.train_labels
     for case in cases:
         config, fit_factory = _case(case, base)
         keras.utils.set_random_seed(1)

@@ -26,9 +26,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from conftest import learnable_digits  # noqa: E402
-from mnist_core import data as data_lib, strategy as strategy_lib  # noqa: E402
-from mnist_core.config import TrainConfig  # noqa: E402
+from conftest import parity_start  # noqa: E402
+from mnist_core import data as data_lib  # noqa: E402
 
 BATCH, STEPS = 64, 8
 # The VAE's train_step takes images alone (keras.io fits it on images): so is it fed here.
@@ -42,13 +41,8 @@ def main(replicas, cases):
     import keras_io_models
     from mnist_core.program import make_program, python_logs
 
-    tf.get_logger().setLevel("ERROR")
-    extra = {"strategy": "mirrored", "cpu_replicas": replicas} if replicas > 1 else {}
-    base = TrainConfig(batch_size=BATCH, steps_per_loop=3, jit_compile="off", update="keras", **extra)
-    strategy_lib.configure_devices(base)
-    strategy = strategy_lib.make_strategy(base) if replicas > 1 else tf.distribute.get_strategy()
-    images, labels = learnable_digits(STEPS * BATCH, seed=5)
-    data = data_lib.MnistData(images, labels, images[:64], labels[:64], "mnist", "generated")
+    base, strategy, data = parity_start(replicas, BATCH, STEPS)
+    images, labels = data.train_images, data.train_labels
     for case in cases:
         config = base.replace(model=f"keras_io_models:{case}")
         keras.utils.set_random_seed(1)
