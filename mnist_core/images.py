@@ -23,7 +23,11 @@ import numpy as np
 from mnist_core.data import IMAGE_SIZE
 from mnist_core.errors import DataError, one_line
 
-PREPROCESS = ("mnist", "fashion", "none", "resize")
+PREPROCESS = ("auto", "mnist", "fashion", "none", "resize")
+# An image whose border is this dark (median, of 1.0) at the model's size is taken to be
+# prepared already, as the datasets' images are (MNIST's and Fashion-MNIST's test images:
+# all of MNIST's, all but 8 of Fashion-MNIST's 10,000).
+_PREPARED_BORDER = 0.25
 # Ink threshold (of 1.0) for cropping; anti-aliased edges below it are kept by the crop
 # box of the stronger strokes around them.
 _INK = 0.2
@@ -186,6 +190,31 @@ def to_model_input(gray: np.ndarray, preprocess: str, where: str = "image",
     return np.round(field * 255).astype(np.uint8)
 
 
+def looks_prepared(image: np.ndarray, image_shape=(IMAGE_SIZE, IMAGE_SIZE)) -> bool:
+    """Whether an image in [0, 1] already looks like the training data: 28x28 grey (the
+    model's size), light on a dark border. Such an image (a dataset's own) is taken as it
+    is; a photo, a scan of dark ink on paper or another size is prepared."""
+    if tuple(image_shape) != (IMAGE_SIZE, IMAGE_SIZE) or image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        return False
+    gray = image if image.ndim == 2 else image[..., 0]
+    if gray.max() < 0.05:  # blank: the recipe refuses it in one line
+        return False
+    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
+    return float(np.median(border)) <= _PREPARED_BORDER
+
+
+def resolve_preprocess(preprocess: str, image: np.ndarray, dataset: Optional[str],
+                       image_shape=(IMAGE_SIZE, IMAGE_SIZE)) -> str:
+    """``auto`` made concrete for one image: ``none`` for one that already looks like the
+    training data (:func:`looks_prepared`), else the dataset's recipe
+    (:func:`default_preprocess`); any other choice as it is."""
+    if preprocess != "auto":
+        return preprocess
+    if looks_prepared(image, image_shape):
+        return "none"
+    return default_preprocess(dataset, image_shape)
+
+
 def default_preprocess(dataset: Optional[str], image_shape=(IMAGE_SIZE, IMAGE_SIZE)) -> str:
     """The recipe that matches a run's dataset: MNIST's or Fashion-MNIST's for 28x28 grey
     images, ``resize`` for any other images."""
@@ -194,20 +223,23 @@ def default_preprocess(dataset: Optional[str], image_shape=(IMAGE_SIZE, IMAGE_SI
     return "fashion" if dataset == "fashion_mnist" else "mnist"
 
 
-def preprocess(images, preprocess: str = "mnist", image_shape=(IMAGE_SIZE, IMAGE_SIZE),
-               where: str = "images") -> np.ndarray:
+def preprocess(images, preprocess: str = "auto", image_shape=(IMAGE_SIZE, IMAGE_SIZE),
+               where: str = "images", dataset: Optional[str] = "mnist") -> np.ndarray:
     """Images prepared as ``mnist-predict`` prepares a file: the one preprocessing of the
     command line and of :func:`mnist_core.predict_proba`.
 
     Args:
         images: A batch ``[N, H, W]``/``[N, H, W, C]`` (or flat square ``[N, H*W]``) or a
             list of images ``[H, W]``/``[H, W, C]`` of any size: uint8, uint16 or floats.
-        preprocess: ``mnist`` (dark-on-light turned light-on-dark, cropped, the digit fitted
-            in 20x20 and centred by mass in 28x28, as MNIST's), ``fashion`` (fitted in
-            28x28), ``none`` (28x28 images taken as they are) or ``resize`` (scaled to the
-            model's ``image_shape``, grey or colour).
+        preprocess: ``auto`` (each image that already looks like the training data —
+            28x28, light on a dark border — as it is, any other by ``dataset``'s recipe),
+            ``mnist`` (dark-on-light turned light-on-dark, cropped, the digit fitted in
+            20x20 and centred by mass in 28x28, as MNIST's), ``fashion`` (fitted in 28x28),
+            ``none`` (28x28 images taken as they are) or ``resize`` (scaled to the model's
+            ``image_shape``, grey or colour).
         image_shape: The model's images, ``(H, W)`` or ``(H, W, C)``.
         where: How messages name the images.
+        dataset: The model's dataset, whose recipe ``auto`` uses.
 
     Returns:
         uint8 images ``[N, *image_shape]``.
@@ -225,12 +257,15 @@ def preprocess(images, preprocess: str = "mnist", image_shape=(IMAGE_SIZE, IMAGE
             side = math.isqrt(batch.shape[1])
             batch = batch.reshape(-1, side, side)
         if batch.ndim not in (3, 4):
-            raise DataError(f"{where}: expected a batch of images [N, H, W] or [N, H, W, C], or a list of images; "
-                            f"got shape {list(batch.shape)}")
+            raise DataError(f"{where} has shape {tuple(batch.shape)}, expected a batch of images (N, H, W) or "
+                            "(N, H, W, C), flat square ones (N, H*W), or a list of images")
         items = list(batch)
-    colour = preprocess == "resize"
-    prepared = [to_model_input(_to_unit(x, f"{where}[{i}]") if colour else _to_gray(x, f"{where}[{i}]"),
-                               preprocess, f"{where}[{i}]", image_shape) for i, x in enumerate(items)]
+    colour = default_preprocess(dataset, image_shape) == "resize" if preprocess == "auto" else preprocess == "resize"
+    prepared = []
+    for i, x in enumerate(items):
+        image = _to_unit(x, f"{where}[{i}]") if colour else _to_gray(x, f"{where}[{i}]")
+        mode = resolve_preprocess(preprocess, image, dataset, image_shape)
+        prepared.append(to_model_input(image, mode, f"{where}[{i}]", image_shape))
     if not prepared:
         raise DataError(f"{where}: no images")
     return np.stack(prepared)

@@ -669,10 +669,11 @@ def predict_proba(model, images, *, batch_size: int = 512, preprocess: str = "au
         images: A batch ``[N, H, W]``/``[N, H, W, C]``/``[N, H*W]`` or a list of images, uint8
             or floats (in [0, 1] or 0-255).
         batch_size: Images per forward pass.
-        preprocess: ``auto`` (the default of ``mnist-predict`` for the model: ``mnist`` for
-            MNIST's, ``fashion`` for Fashion-MNIST's, ``resize`` for other images), or one of
-            :func:`mnist_core.preprocess`'s (``mnist``, ``fashion``, ``resize``; ``none``
-            for images already as the dataset's: light on dark, centred, the model's size).
+        preprocess: ``auto`` (``mnist-predict``'s default: an image that already looks like
+            the training data — the model's 28x28, light on a dark border, as a dataset's
+            own — as it is; any other by the model's dataset's recipe: ``mnist``,
+            ``fashion``, or ``resize`` for other images), or one of
+            :func:`mnist_core.preprocess`'s (``mnist``, ``fashion``, ``resize``, ``none``).
             The same images give the same classes here and from ``mnist-predict``.
         pixels: ``unit`` or ``raw``, for a model that does not record its pixel scale.
 
@@ -683,10 +684,9 @@ def predict_proba(model, images, *, batch_size: int = 512, preprocess: str = "au
 
     classifier = classifier_of(model, pixels=pixels)
     image_shape = tuple(classifier.info.image_shape)
-    if preprocess == "auto":
-        preprocess = images_lib.default_preprocess(classifier.info.dataset, image_shape)
     if preprocess != "none":
-        images = images_lib.preprocess(images, preprocess, image_shape, where="predict_proba images")
+        images = images_lib.preprocess(images, preprocess, image_shape, where="predict_proba images",
+                                       dataset=classifier.info.dataset)
     prepared = as_pixels(images, "predict_proba images", image_shape)
     return classifier.probabilities(prepared, batch_size)
 

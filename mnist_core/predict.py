@@ -16,8 +16,10 @@ Each is made to look like the training data before it is classified (``--preproc
   side scaled to 28, centred.
 * ``none``: the image must already be 28x28 (light on dark); used as it is.
 
-The default is the recipe of the dataset the model was trained on (which the model file
-carries). A file or image that can't be read, decoded or used gets one error line on
+The default, ``auto``, takes an image that already looks like the training data (28x28,
+light on a dark border: a dataset's own image) as it is and gives any other the recipe of
+the dataset the model was trained on (which the model file carries); it is also
+``mnist_core.predict_proba``'s default, so the same images get the same classes there. A file or image that can't be read, decoded or used gets one error line on
 stderr; the other files, and the other images of a stack, are still classified, and the
 exit status is then 2.
 """
@@ -33,7 +35,7 @@ import numpy as np
 
 from mnist_core import cli
 from mnist_core.errors import ConfigError, DataError, one_line
-from mnist_core.images import PREPROCESS, default_preprocess, read_images, to_model_input
+from mnist_core.images import PREPROCESS, default_preprocess, read_images, resolve_preprocess, to_model_input
 
 PROG = "mnist-predict"
 
@@ -46,9 +48,10 @@ def build_parser():
     p.add_argument("--top-k", dest="top_k", type=cli.positive_int, default=1, metavar="K",
                    help="print the K most probable classes (default 1)")
     p.add_argument("--preprocess", choices=PREPROCESS,
-                   help="how images are made like the training data: mnist, fashion (MNIST-like), none (28x28 as "
-                        "they are), resize (scaled to the model's image size; the default for models of other "
-                        "images than 28x28 grey) (default: the run's dataset's)")
+                   help="how images are made like the training data: auto (as they are when they already look "
+                        "like it, else the run's dataset's recipe; the default), mnist, fashion (MNIST-like), none "
+                        "(28x28 as they are), resize (scaled to the model's image size; auto's recipe for models of "
+                        "other images than 28x28 grey)")
     p.add_argument("--pixels", choices=("unit", "raw"),
                    help="the pixel scale the model was trained on, for a model that does not record it (saved by "
                         "plain Keras): unit (pixels / 255) or raw (0-255); default: recorded, else guessed and said")
@@ -71,8 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # The model carries its dataset: class names and the preprocessing that matches it.
         names = classifier.info.class_names
         image_shape = tuple(classifier.info.image_shape)
-        preprocess = args.preprocess or default_preprocess(classifier.info.dataset, image_shape)
-        if preprocess != "resize" and image_shape != (28, 28):
+        preprocess = args.preprocess or "auto"
+        if preprocess not in ("resize", "auto") and image_shape != (28, 28):
             raise ConfigError(f"--preprocess {preprocess}: makes 28x28 grey MNIST-like images, and the model takes "
                               f"{'x'.join(map(str, image_shape))}; use --preprocess resize (its default)")
 
@@ -83,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path in args.images:
             batch = []
             try:
-                images = list(read_images(path, colour=preprocess == "resize"))
+                colour = (preprocess if preprocess != "auto" else default_preprocess(classifier.info.dataset,
+                                                                                      image_shape)) == "resize"
+                images = list(read_images(path, colour=colour))
             except DataError as e:
                 fail(str(e))
                 failures += 1
@@ -95,7 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 try:
                     if isinstance(gray, DataError):
                         raise gray
-                    batch.append((name, to_model_input(gray, preprocess, name, image_shape)))
+                    mode = resolve_preprocess(preprocess, gray, classifier.info.dataset, image_shape)
+                    batch.append((name, to_model_input(gray, mode, name, image_shape)))
                 except DataError as e:
                     fail(str(e))
                     failures += 1
