@@ -67,7 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         model_name = str(config.get("model", "?")).rsplit(":", 1)[-1]  # a module path would overflow the title
         title = f"{model_name} on {config.get('dataset', '?')}" if config else run.name
         samples = None
-        if not args.no_samples:
+        if not args.no_samples and summary.get("classifier") is False:
+            print(f"{run}: the model is not a classifier: no samples.png (its curves only)")
+        elif not args.no_samples:
             from mnist_core import inference
 
             model_path = run / "model.keras"

@@ -31,14 +31,29 @@ def pyplot():
     return plt
 
 
+def curve_metrics(history: List[Dict], most: int = 4) -> List[str]:
+    """The metrics a run's history has, one panel each: losses first, then the rest (a
+    classifier's ``loss`` and ``accuracy``; a GAN's ``d_loss`` and ``g_loss``...)."""
+    names = set()
+    for entry in history:
+        for key in entry:
+            split, _, metric = key.partition("_")
+            if split in ("train", "val", "test") and metric and metric not in ("examples", "seconds"):
+                names.add(metric)
+    ordered = sorted(names, key=lambda name: (0 if name == "loss" else 1 if "loss" in name else 2, name))
+    return ordered[:most] or ["loss"]
+
+
 def plot_curves(history: List[Dict], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch for every split in ``history`` (train, test, val)."""
+    """Each metric per epoch (loss and accuracy for a classifier) for every split in
+    ``history`` (train, test, val)."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [e["epoch"] for e in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    metrics = curve_metrics(history)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), constrained_layout=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
             key = f"{split}_{metric}"
             # With --eval-every N only every Nth epoch has test_*: plot the epochs that do.

@@ -36,7 +36,7 @@ LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
 SAVEDMODEL_DIR = "saved_model"
 RUN_FILES = ("history.json", "history.json.damaged", "summary.json", CONFIG_FILE, "model.keras", "model.h5",
-             SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
+             "model.weights.h5", "model.tflite", SAVEDMODEL_DIR, CHECKPOINT_DIR, "tensorboard")
 
 
 def default_output_dir() -> Path:

@@ -47,6 +47,10 @@ def test_gan_trains_with_both_its_optimizers_checkpointed_and_resumes_exactly(tm
     assert [sorted(k for k in e if k.startswith("train_") and k != "train_seconds") for e in history] == \
         [["train_d_loss", "train_g_loss"]] * 2
 
+    plotted = run_cli("mnist_core.plot", str(tmp_path / "whole"))
+    assert plotted.returncode == 0, plotted.stderr
+    assert "not a classifier: no samples.png" in plotted.stdout and (tmp_path / "whole" / "curves.png").is_file()
+
     train(_config(tmp_path / "halves", epochs=1), model=keras_io_models.make_gan, data=data)
     resumed = train(TrainConfig(epochs=2, batch_size=64, output_dir=str(tmp_path / "halves"), resume=True,
                                 quiet=True), model=keras_io_models.make_gan, data=data)
