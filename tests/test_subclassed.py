@@ -166,3 +166,26 @@ def test_a_killed_gan_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_pat
     summaries = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "reference", out)]
     assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
     assert summaries[0]["metrics"] == summaries[1]["metrics"]
+
+
+def _uncompiled_vae():
+    vae = keras_io_models.make_vae()
+    return keras_io_models.VAE(vae.encoder, vae.decoder)
+
+
+def _uncompiled_gan():
+    gan = keras_io_models.make_gan()
+    return keras_io_models.GAN(gan.discriminator, gan.generator, gan.latent_dim)
+
+
+def test_an_uncompiled_vae_trains_with_the_runs_optimizer_and_an_uncompiled_gan_is_refused(tmp_path, digits):
+    from mnist_core.errors import ModelError
+
+    images, _ = digits
+    summary = train(_config(tmp_path / "vae", epochs=1, optimizer="sgd", lr=0.01), model=_uncompiled_vae, data=images)
+    assert summary["config"]["optimizer"] == "sgd" and summary["compiled_by_user"] is None
+    assert np.isfinite(summary["metrics"]["train_loss"])
+    # compile(d_optimizer, g_optimizer, loss_fn) is the GAN's own: mnist_core cannot make it up.
+    with pytest.raises(ModelError, match=r"its compile\(\) takes its own arguments.*compile it yourself"):
+        train(_config(tmp_path / "gan", epochs=1), model=_uncompiled_gan, data=images)
+    assert not (tmp_path / "gan").exists()
