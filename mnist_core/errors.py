@@ -105,6 +105,15 @@ def one_line(message: str) -> str:
     return " ".join(_ANSI.sub("", str(message)).split())
 
 
+def mixed_precision_hint(message: str) -> str:
+    """``"; <how to cast>"`` when an error is a float16/bfloat16 tensor meeting a float32 one
+    (a mixed precision policy's layer outputs combined with float32 tensors), else ``""``."""
+    if "float16" not in message:  # and bfloat16
+        return ""
+    return ("; under a mixed precision policy the layers compute in float16/bfloat16: cast before combining "
+            "their tensors with float32 ones (keras.ops.cast(a, b.dtype)), which model.fit needs too")
+
+
 # A flag whose Python argument has another name.
 _PYTHON_NAMES = {"model-path": "model"}
 # Words that are a flag's value when they follow it (its choices: "--strategy mirrored");

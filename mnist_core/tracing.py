@@ -13,7 +13,7 @@ import contextlib
 import io
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from mnist_core.errors import ModelError, one_line
+from mnist_core.errors import ModelError, mixed_precision_hint, one_line
 
 
 def _public_state(model) -> Dict[str, object]:
@@ -78,6 +78,8 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
         hint = ""
         if any(word in text for word in ("numpy", "NumPy", "symbolic", "__array__")):
             hint = "; inside a step use keras.ops or tf ops, not numpy or .numpy()"
+        else:
+            hint = mixed_precision_hint(text)
         raise ModelError(
             f"{where}: {method}() cannot be traced into a TensorFlow graph "
             f"({type(error).__name__}: {text[:300]}){hint}"

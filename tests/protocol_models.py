@@ -98,6 +98,16 @@ class NumpyInStep(_Base):
         return super().train_step((x * scale, y))
 
 
+class MixesDtypes(_Base):
+    """Joins a layer's output with the float32 input without a cast: fails under a mixed
+    precision policy (its outputs are float16/bfloat16), in model.fit as here."""
+
+    def train_step(self, data):
+        x, y = data
+        joined = tf.concat([self.hidden(x), x], axis=-1)
+        return super().train_step((joined[:, 32:], y))
+
+
 class CountsInPython(_Base):
     """A Python side effect: the counter moves once, at tracing, not at every step."""
 

@@ -139,6 +139,21 @@ def test_untraceable_overrides_stop_before_training(data_dir, tmp_path, model, m
     assert not out.exists(), "nothing written"
 
 
+def test_a_step_that_mixes_dtypes_under_mixed_precision_is_refused_with_the_cast_it_needs(data_dir, tmp_path):
+    from mnist_core.errors import ModelError
+
+    config = TrainConfig(data_dir=str(data_dir), model="protocol_models:MixesDtypes", epochs=1, batch_size=64,
+                         precision="mixed_bfloat16", output_dir=str(tmp_path / "run"), quiet=True)
+    with pytest.raises(ModelError) as raised:
+        Trainer(config, Reporter(quiet=True)).run()
+    message = str(raised.value)
+    assert "train_step() cannot be traced" in message and "keras.ops.cast" in message, message
+    assert not (tmp_path / "run").exists()
+    # In float32 the same step trains.
+    summary = Trainer(config.replace(precision="float32"), Reporter(quiet=True)).run()
+    assert summary["steps"] > 0
+
+
 @pytest.mark.parametrize("model, extra, message", [
     ("compiled_already", {"lr": 0.01}, "--lr 0.01: --model 'protocol_models:compiled_already' comes compiled"),
     ("TestStepWithoutAccuracy", {"target_accuracy": 0.9},

@@ -96,6 +96,23 @@ def test_what_only_a_classifier_has_is_refused_for_a_gan_before_anything_is_writ
     assert not out.exists()
 
 
+@pytest.mark.parametrize("factory, where", [("make_vae", "building the model failed"),
+                                             ("make_gan", "train_step() cannot be traced")])
+def test_the_guides_models_under_mixed_precision_are_refused_with_the_cast_they_need(tmp_path, digits, factory,
+                                                                                      where):
+    """As keras.io writes them, the VAE's Sampling layer and the GAN's train_step combine a
+    layer's bfloat16 output with float32 noise or images: model.fit fails on both too."""
+    from mnist_core.errors import ModelError
+
+    out = tmp_path / "run"
+    with pytest.raises(ModelError) as raised:
+        train(_config(out, epochs=1, precision="mixed_bfloat16"), model=getattr(keras_io_models, factory),
+              data=digits)
+    message = str(raised.value)
+    assert where in message and "keras.ops.cast" in message and "\n" not in message, message
+    assert not out.exists()
+
+
 def test_images_without_labels_are_refused_for_a_classifier(digits):
     images, _ = digits
     with pytest.raises(ConfigError, match="has no labels.*is a classifier"):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mnist_core.errors import ModelError, one_line
+from mnist_core.errors import ModelError, mixed_precision_hint, one_line
 
 DEFAULT_INPUT_SHAPE: Tuple[int, ...] = (28, 28, 1)
 DEFAULT_NUM_CLASSES = 10
@@ -226,8 +227,13 @@ def _factory_arguments(spec: ModelSpec, sync_batchnorm: bool, image_shape, num_c
 def _keras_message(error: Exception) -> str:
     """An exception as one short line: Keras' "Arguments received by ..." part, which prints
     the probe's arrays, is dropped."""
-    text = str(error).split("Arguments received by")[0]
-    return one_line(text)[:300]
+    text = one_line(str(error).split("Arguments received by")[0])
+    # Keras wraps a failure inside a layer's call in a paragraph about inferring its output
+    # shape; the cause is what follows "Error encountered:".
+    wrapper = re.match(r"Exception encountered when calling (\S+)\. .*? Error encountered: (.*)", text)
+    if wrapper:
+        text = f"in {wrapper.group(1)}: {wrapper.group(2)}"
+    return text[:300] + mixed_precision_hint(text)
 
 
 def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
