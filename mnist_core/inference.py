@@ -495,9 +495,9 @@ def load_classifier(path: Path, input_shape: Optional[Sequence[int]] = None, pix
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--model-path {path}: no such file or directory")
+    if path.is_dir() and not is_savedmodel(path):
+        path = _model_of_run(path)
     if path.is_dir():
-        if not is_savedmodel(path):
-            raise ModelError(f"--model-path {path}: a directory without saved_model.pb (not a SavedModel)")
         if pixels is not None:
             raise ConfigError(f"--pixels {pixels}: {path} is a SavedModel, whose serving signature takes uint8 pixels "
                               "and scales them as the model was trained; drop --pixels")
@@ -617,6 +617,29 @@ def save_weights(model, path: Path) -> Path:
     return write_atomically(Path(path), write)
 
 
+def _model_of_run(path: Path) -> Path:
+    """The model a run directory holds (its ``model.keras`` or ``model.h5``, else ``saved_model/``), for a
+    ``--model-path`` that names the run rather than the file.
+
+    Raises:
+        ModelError: the directory is neither, or the run could save its weights only.
+    """
+    for name in ("model.keras", "model.h5", "saved_model"):
+        if (path / name).exists():
+            return path / name
+    if (path / WEIGHTS_ONLY).exists():
+        raise ModelError(f"--model-path {path}: this run saved its weights only ({WEIGHTS_ONLY}: the model could not "
+                         f"be saved whole); {_REBUILD}")
+    raise ModelError(f"--model-path {path}: a directory that is neither a SavedModel (no saved_model.pb) nor a run "
+                     "with a saved model (no model.keras)")
+
+
+# A run whose model Keras cannot save whole (no get_config) keeps its trained weights in this file.
+WEIGHTS_ONLY = "model.weights.h5"
+_REBUILD = ("a weights file holds no architecture: build the model with its code, call model.load_weights(FILE) "
+            "and use the model object from Python")
+
+
 def load_keras_model(path: Path):
     """Loads a ``.keras`` or ``.h5`` model (compile=False: only the weights and graph are needed).
 
@@ -632,6 +655,8 @@ def load_keras_model(path: Path):
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--model-path {path}: no such file")
+    if path.name.endswith(".weights.h5"):
+        raise ModelError(f"--model-path {path}: {_REBUILD}")
     if path.suffix == ".h5":
         import h5py
 

@@ -436,7 +436,7 @@ class Trainer:
                 inference.save_keras_model(model, model_path, info)
                 h5_path = inference.save_keras_model(model, out / "model.h5", info) if config.export_h5 else None
             else:
-                weights_path = inference.save_weights(model, out / "model.weights.h5")
+                weights_path = inference.save_weights(model, out / inference.WEIGHTS_ONLY)
         savedmodel_path = None
         if config.export_savedmodel and run.chief:
             savedmodel_path = str(inference.export_savedmodel(model, program.input_shape,

@@ -114,12 +114,31 @@ def test_evaluate_bad_model_path_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     for path, message in ((tmp_path / "missing.keras", "no such file"),
-                          (tmp_path / "empty", "not a SavedModel"),
+                          (tmp_path / "empty", "neither a SavedModel (no saved_model.pb) nor a run with a saved model"),
                           (tmp_path / "junk.keras", "not a Keras model file (a .keras file is a zip archive")):
         result = run_cli("mnist_core.evaluate", "--model-path", str(path), "--dataset", "synthetic")
         assert result.returncode == 2
         lines = error_lines(result.stderr)
         assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], result.stderr
+
+
+def test_a_run_directory_is_its_model_and_a_weights_file_says_how_to_use_it(run_dir, tmp_path):
+    import keras
+
+    from mnist_core.errors import ModelError
+    from mnist_core.inference import load_classifier
+
+    whole = load_classifier(run_dir)
+    assert whole.path == run_dir / "model.keras"
+    # A run of a model Keras cannot save whole keeps its weights only.
+    weights_run = tmp_path / "weights run"
+    weights_run.mkdir()
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(weights_run / "model.weights.h5")
+    for path, message in ((weights_run, "this run saved its weights only"),
+                          (weights_run / "model.weights.h5", "a weights file holds no architecture")):
+        with pytest.raises(ModelError, match=message) as raised:
+            load_classifier(path)
+        assert "model.load_weights" in str(raised.value)
 
 
 # --------------------------------------------------------------------------- TensorBoard
