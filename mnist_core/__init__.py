@@ -22,6 +22,7 @@ loaded only when something needs it).
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
+_WITHOUT_TENSORFLOW = ("mnist_core.config", "mnist_core.errors")
 
 
 # Functions whose refusals name their arguments, not the command line's flags.
@@ -54,6 +56,14 @@ _PYTHON_WORDS = ("load_data", "from_arrays", "load_model", "load_classifier", "e
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
+        if module not in _WITHOUT_TENSORFLOW and "tensorflow" not in sys.modules:
+            # TensorFlow's C++ side prints its start-up lines while it loads, before any
+            # logging setting can reach them: loaded here, they are filtered as the
+            # command-line tools filter them (a script's or notebook cell's output shows
+            # mnist_core's lines; real warnings and errors still show).
+            from mnist_core.cli import import_tensorflow
+
+            import_tensorflow()
         value = getattr(importlib.import_module(module), attr)
         if name in _PYTHON_WORDS:
             from mnist_core.errors import in_python_words

@@ -40,9 +40,12 @@ _CPU_FEATURES = "To enable the following instructions:"
 # Errors TensorFlow's C++ side logs during a run that say nothing the user can act on:
 # a tf.data attribute its runtime does not know yet (with op determinism on), and oneDNN
 # falling back from float16 kernels on a CPU without them (mnist_core says that itself,
-# once, in its own words).
+# once, in its own words); and the TensorFlow Lite converter's warnings about options it
+# sets itself (a run from Python shows warnings: TF_CPP_MIN_LOG_LEVEL is the user's there).
 _RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|oneDNN supports DT_HALF only|"
-                        r"GeneratorDatasetOp::Dataset will not be optimized")
+                        r"GeneratorDatasetOp::Dataset will not be optimized|"
+                        r"^Ignored (output_format|drop_control_dependency)\.$|"
+                        r"^Skipping runtime version metadata in the model")
 # The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
 # collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
 _CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
@@ -51,6 +54,10 @@ _CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_ex
 # Written through the pipe by last_word: everything before it has been copied.
 _DRAINED = b"\x00mnist_core: drained\n"
 # Where a log entry's detail lines end: the next entry, or a line of mnist_core's own.
+# TensorFlow Lite's converter (int8 calibration) and interpreter print these themselves, not
+# through absl: the export's own line says what was written and how it scored.
+_TFLITE_NOISE = re.compile(r"^(fully_quantize: \d+, inference_type: \d+, input_inference_type: |"
+                           r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$)")
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
 _OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
 
@@ -58,7 +65,7 @@ _OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
 def is_startup_noise(line: str) -> bool:
     """True for a TensorFlow log line that says nothing about the user's run."""
     text = line.rstrip("\n")
-    if not text.strip() or text == _ABSL_NOTICE or text.startswith(_CPU_FEATURES):
+    if not text.strip() or text == _ABSL_NOTICE or text.startswith(_CPU_FEATURES) or _TFLITE_NOISE.match(text):
         return True
     match = _ABSL_LINE.match(text)
     if match is None:

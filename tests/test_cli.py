@@ -17,9 +17,11 @@ def _train(idx_dir, out, *extra, cwd=None, env=None):
 
 def test_train_then_evaluate_end_to_end(idx_dir, tmp_path):
     out = tmp_path / "run"
-    result = _train(idx_dir, out, "--model", "lenet", "--epochs", "3", "--lr", "3e-3")
+    result = _train(idx_dir, out, "--model", "lenet", "--epochs", "3", "--lr", "3e-3", "--export-tflite", "int8")
     assert result.returncode == 0, result.stderr
+    # Nor TensorFlow Lite's own prints (the converter's int8 calibration, the interpreter).
     assert result.stderr == "", "no TensorFlow start-up noise: the first line is ours"
+    assert any(line.startswith("model.tflite (int8, ") for line in result.stdout.splitlines())
     # stdout is not a terminal here: plain one-line-per-epoch logs, then the result line.
     lines = result.stdout.splitlines()
     assert lines[0].startswith("data: mnist from IDX files in")

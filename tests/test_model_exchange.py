@@ -2,6 +2,7 @@
 Python, no silent pixel scale, the model's own module imported, TFLite checked, Keras' loss."""
 
 import json
+import os
 import sys
 
 import keras
@@ -150,3 +151,24 @@ def test_a_saturated_softmax_model_scores_keras_own_loss(tmp_path):
     assert keras_loss > -np.log(1e-7)  # saturated: clipping at epsilon would cap it near 16.1
     result = mnist_core.evaluate_model(model, (x, y), pixels="unit")
     assert result["test_loss"] == pytest.approx(keras_loss, rel=1e-5)
+
+
+def test_a_script_that_trains_and_exports_shows_only_mnist_cores_lines(tmp_path):
+    """As a user copies it into a script: the first mnist_core call loads TensorFlow, whose
+    start-up lines, and the TFLite converter's and interpreter's own prints, stay off stderr."""
+    import subprocess
+
+    from conftest import make_idx_dir
+
+    data = make_idx_dir(tmp_path / "data")
+    script = tmp_path / "train it.py"
+    script.write_text(
+        "import mnist_core\n"
+        f"config = mnist_core.TrainConfig(data_dir={str(data)!r}, model='mlp_small', epochs=1,\n"
+        f"                                output_dir={str(tmp_path / 'run')!r}, export_tflite='int8')\n"
+        "print('tflite', mnist_core.train(config)['tflite']['mode'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}  # a user's shell
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    assert "tflite int8" in result.stdout and "model.tflite (int8, " in result.stdout
