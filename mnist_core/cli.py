@@ -46,6 +46,10 @@ _RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|on
                         r"GeneratorDatasetOp::Dataset will not be optimized|"
                         r"^Ignored (output_format|drop_control_dependency)\.$|"
                         r"^Skipping runtime version metadata in the model")
+# Grappler, TensorFlow's graph optimiser, logs an error when one of its passes cannot
+# rewrite a graph (the remapper on a GAN's step, say) and runs the graph unrewritten:
+# nothing failed that the user could act on.
+_GRAPPLER_PASS_FAILED = re.compile(r"\smeta_optimizer\.cc:\d+\] \w+ failed: ")
 # The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
 # collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
 _CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
@@ -71,6 +75,8 @@ def is_startup_noise(line: str) -> bool:
     if match is None:
         return False
     level, message = match.groups()
+    if _GRAPPLER_PASS_FAILED.search(text):
+        return True
     return level == "I" or bool(_ABSENT_GPU.search(message)) or bool(_RUN_NOISE.search(message))
 
 
