@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Iterable, List, Sequence
 
-from mnist_core.errors import ConfigError, one_line
+from mnist_core.errors import ConfigError, brief
 from mnist_core.resolve import import_attr
 
 # Stock callbacks whose job mnist_core already does, and what to use instead.
@@ -87,7 +87,7 @@ def load_callbacks(specs: Sequence[str]) -> List:
         try:
             made = target()
         except Exception as e:
-            raise ConfigError(f"{flag}: calling {attr}() failed ({type(e).__name__}: {one_line(e)[:200]})") from None
+            raise ConfigError(f"{flag}: calling {attr}() failed ({type(e).__name__}: {brief(e, 200)})") from None
         made = list(made) if isinstance(made, (list, tuple)) else [made]
         callbacks.extend(made)
         for callback in made:

@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Tuple
 import tensorflow as tf
 
 from mnist_core.cluster import peer_failure
-from mnist_core.errors import ConfigError, one_line
+from mnist_core.errors import ConfigError, brief
 from mnist_core.files import write_failed
 
 CHECKPOINT_DIR = "checkpoints"
@@ -163,7 +163,7 @@ class CheckpointState:
                 try:
                     self.checkpoint.restore(path).assert_existing_objects_matched()
                 except (AssertionError, ValueError, tf.errors.OpError) as e:
-                    mismatch = f"{type(e).__name__}: {one_line(e)[:200]}"
+                    mismatch = f"{type(e).__name__}: {brief(e, 200)}"
             if mismatch is not None:
                 raise ConfigError(f"--resume: checkpoint {path} does not match this model/optimizer ({mismatch})")
             _point_index_at(directory, path)
@@ -245,7 +245,7 @@ def verify(path: str) -> Optional[str]:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except Exception as e:  # truncated, overwritten, wrong CRC: TensorFlow's and Python's errors alike
-        return f"{type(e).__name__}: {one_line(e)[:120]}"
+        return f"{type(e).__name__}: {brief(e, 120)}"
     return None
 
 

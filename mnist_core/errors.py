@@ -105,6 +105,21 @@ def one_line(message: str) -> str:
     return " ".join(_ANSI.sub("", str(message)).split())
 
 
+def brief(message, limit: int = 300) -> str:
+    """A message as one line of at most ``limit`` characters, cut where a sentence ends (else
+    after a whole word, marked ``...``): a library's long explanation keeps its first point
+    instead of stopping mid-word."""
+    text = one_line(message)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = cut.rfind(". ")
+    if end >= limit // 3:
+        return cut[:end + 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + " ..."
+
+
 def mixed_precision_hint(message: str) -> str:
     """``"; <how to cast>"`` when an error is a float16/bfloat16 tensor meeting a float32 one
     (a mixed precision policy's layer outputs combined with float32 tensors), else ``""``."""

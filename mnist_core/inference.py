@@ -39,7 +39,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from mnist_core.data import IMAGE_SIZE, normalize_images
-from mnist_core.errors import ConfigError, DataError, ModelError, one_line
+from mnist_core.errors import ConfigError, DataError, ModelError, brief
 
 SAVEDMODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
@@ -463,7 +463,7 @@ def _load_savedmodel(path: Path):
         fn = loaded.signatures[SIGNATURE]
     except Exception as e:
         raise ModelError(f"--model-path {path}: cannot load the SavedModel "
-                         f"({type(e).__name__}: {one_line(e)[:200]})") from None
+                         f"({type(e).__name__}: {brief(e, 200)})") from None
     inputs = fn.structured_input_signature[1]
     if "images" not in inputs or "logits" not in fn.structured_outputs:
         raise ModelError(f"--model-path {path}: not an mnist_core export (its {SIGNATURE} signature "
@@ -563,7 +563,7 @@ def import_model_modules(path: Path, imports: Sequence[str] = ()) -> None:
         try:
             importlib.import_module(name)
         except Exception as e:
-            raise ConfigError(f"--import {name}: cannot import it ({type(e).__name__}: {one_line(e)[:200]}); run from "
+            raise ConfigError(f"--import {name}: cannot import it ({type(e).__name__}: {brief(e, 200)}); run from "
                               "the directory that holds it, or add that directory to PYTHONPATH") from None
     recorded = str(run_summary(path).get("model") or "")
     module = recorded.split(":", 1)[0] if ":" in recorded else ""
@@ -599,7 +599,7 @@ def unsaveable(model) -> Optional[str]:
         if "get_config" in str(e):
             return (f"{type(model).__name__} has no get_config(), and its __init__ takes objects Keras cannot "
                     "serialize")
-        return f"{type(e).__name__}: {one_line(e)[:200]}"
+        return f"{type(e).__name__}: {brief(e, 200)}"
     return None
 
 
@@ -672,7 +672,7 @@ def load_keras_model(path: Path):
         if "register_keras_serializable" in str(e) or "custom_objects" in str(e) or "Could not locate" in str(e):
             hint = ("; its class is the user's own: --import MODULE imports the module that registers it "
                     "(@keras.saving.register_keras_serializable)")
-        raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {one_line(e)[:200]}){hint}") \
+        raise ModelError(f"--model-path {path}: cannot load the model ({type(e).__name__}: {brief(e, 200)}){hint}") \
             from None
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
-from mnist_core.errors import ConfigError, ModelError, one_line
+from mnist_core.errors import ConfigError, ModelError, brief
 
 PROTOCOL_METHODS = ("train_step", "test_step", "compute_loss", "compute_metrics")
 
@@ -228,7 +228,7 @@ def compile_own_step_model(model, optimizer, where: str) -> bool:
         model.compile(optimizer=optimizer, jit_compile=False)
     except TypeError as e:
         raise ModelError(
-            f"{where}: its compile() takes its own arguments ({one_line(e)[:160]}); compile it yourself before "
+            f"{where}: its compile() takes its own arguments ({brief(e, 160)}); compile it yourself before "
             "training (in the factory, as Keras' guide does before fit): mnist_core then trains it with what it "
             "was compiled with") from None
     model._compile_config = _NativeCompileConfig(model._compile_config)
@@ -249,7 +249,7 @@ def build_metrics(model, input_shape: Sequence[int], where: str, num_classes: in
         model._symbolic_build(data_batch=batch)
     except Exception as e:
         raise ModelError(f"{where}: building the model's loss and metrics failed "
-                         f"({type(e).__name__}: {one_line(e)[:300]})") from None
+                         f"({type(e).__name__}: {brief(e, 300)})") from None
 
 
 def _call_compute_loss(model, x, y, y_pred, training: bool, sample_weight=None):

@@ -13,7 +13,7 @@ import contextlib
 import io
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from mnist_core.errors import ModelError, mixed_precision_hint, one_line
+from mnist_core.errors import ModelError, brief, mixed_precision_hint, one_line
 
 
 def _public_state(model) -> Dict[str, object]:
@@ -72,7 +72,7 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
         raise
     except Exception as e:
         if not failed:
-            raise ModelError(f"{where}: tracing the compiled loop failed ({_innermost(e)[:300]})") from None
+            raise ModelError(f"{where}: tracing the compiled loop failed ({brief(_innermost(e))})") from None
         method, error = failed[0]
         text = one_line(error)
         hint = ""
@@ -82,7 +82,7 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
             hint = mixed_precision_hint(text)
         raise ModelError(
             f"{where}: {method}() cannot be traced into a TensorFlow graph "
-            f"({type(error).__name__}: {text[:300]}){hint}"
+            f"({type(error).__name__}: {brief(text)}){hint}"
         ) from None
     finally:
         for name, value in previous.items():

@@ -155,3 +155,17 @@ def test_gpu_memory_grows_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH")
     cli.quiet_tensorflow_logs()
     assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+
+
+def test_a_long_library_message_is_cut_where_a_sentence_or_word_ends():
+    from mnist_core.errors import brief
+
+    keras_like = ("Object GAN was created by passing non-serializable argument values in `__init__()`, and "
+                  "therefore the object must override `get_config()`. Please implement `get_config()`. "
+                  "Example:\n\n    class CustomLayer(keras.layers.Layer):\n        def __init__(self, arg):")
+    assert brief(keras_like, 150) == ("Object GAN was created by passing non-serializable argument values in "
+                                      "`__init__()`, and therefore the object must override `get_config()`.")
+    words = "word " * 100
+    cut = brief(words, 52)
+    assert cut.endswith("word ...") and len(cut) <= 56 and "\n" not in cut
+    assert brief("short\nmessage") == "short message"

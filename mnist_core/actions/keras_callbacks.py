@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 from mnist_core.actions.base import Action
-from mnist_core.errors import CallbackError, MnistCoreError, one_line
+from mnist_core.errors import CallbackError, MnistCoreError, brief
 
 
 class KerasCallbacks(Action):
@@ -42,7 +42,7 @@ class KerasCallbacks(Action):
             raise
         except Exception as e:
             raise CallbackError(f"callback {self._culprit(e)}.{hook} raised {type(e).__name__}: "
-                                f"{one_line(e)[:300]}") from None
+                                f"{brief(e, 300)}") from None
 
     def _culprit(self, error: Exception) -> str:
         """The class name of the innermost callback on the exception's traceback."""

@@ -7,7 +7,7 @@ from typing import Dict
 import tensorflow as tf
 
 from mnist_core.actions.base import Action
-from mnist_core.errors import one_line
+from mnist_core.errors import brief
 
 
 class TensorBoardSummaries(Action):
@@ -38,7 +38,7 @@ class TensorBoardSummaries(Action):
                 tf.summary.graph(graph)
             self.writers["train"].flush()
         except Exception as e:  # a drawing aid: never worth failing the run over
-            run.reporter.warn(f"TensorBoard model graph not written ({type(e).__name__}: {one_line(e)[:200]})")
+            run.reporter.warn(f"TensorBoard model graph not written ({type(e).__name__}: {brief(e, 200)})")
 
     def on_epoch_end(self, run, epoch, entry):
         import keras

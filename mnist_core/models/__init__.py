@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mnist_core.errors import ModelError, mixed_precision_hint, one_line
+from mnist_core.errors import ModelError, brief, mixed_precision_hint, one_line
 
 DEFAULT_INPUT_SHAPE: Tuple[int, ...] = (28, 28, 1)
 DEFAULT_NUM_CLASSES = 10
@@ -233,7 +233,7 @@ def _keras_message(error: Exception) -> str:
     wrapper = re.match(r"Exception encountered when calling (\S+)\. .*? Error encountered: (.*)", text)
     if wrapper:
         text = f"in {wrapper.group(1)}: {wrapper.group(2)}"
-    return text[:300] + mixed_precision_hint(text)
+    return brief(text) + mixed_precision_hint(text)
 
 
 def build(spec: ModelSpec, *, sync_batchnorm: bool = False, image_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
