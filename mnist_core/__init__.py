@@ -61,7 +61,7 @@ def __getattr__(name: str) -> Any:
             # logging setting can reach them: loaded here, they are filtered as the
             # command-line tools filter them (a script's or notebook cell's output shows
             # mnist_core's lines; real warnings and errors still show).
-            from mnist_core.cli import import_tensorflow
+            from mnist_core.startup import import_tensorflow
 
             import_tensorflow()
         value = getattr(importlib.import_module(module), attr)
