@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -13,8 +14,18 @@ from typing import Callable, Iterator, NoReturn, Optional
 from mnist_core import reporting
 from mnist_core.errors import MnistCoreError, command_line_words, one_line
 # Re-exported: the tools call cli.quiet_tensorflow_logs() and cli.import_tensorflow().
-from mnist_core.startup import (_CLUSTER_FAULT, _DRAINED, _LOG_LINE, _OWN_LINE, import_tensorflow,  # noqa: F401
-                                is_startup_noise, quiet_tensorflow_logs)
+from mnist_core.startup import import_tensorflow, is_startup_noise, quiet_tensorflow_logs  # noqa: F401
+
+# The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
+# collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
+_CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
+                            r"context_distributed_manager|collective_\w+|\w*grpc\w*|add_port|preemption_\w+)\.cc:\d+\]")
+
+# Written through the pipe by last_word: everything before it has been copied.
+_DRAINED = b"\x00mnist_core: drained\n"
+# Where a log entry's detail lines end: the next entry, or a line of mnist_core's own.
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
+_OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
 
 
 @contextlib.contextmanager

@@ -42,6 +42,10 @@ from mnist_core.data import IMAGE_SIZE, normalize_images
 from mnist_core.errors import ConfigError, DataError, ModelError, brief
 
 SAVEDMODEL_DIR = "saved_model"
+# A run whose model Keras cannot save whole (no get_config) keeps its trained weights in this file.
+WEIGHTS_ONLY = "model.weights.h5"
+_REBUILD = ("a weights file holds no architecture: build the model with its code, call model.load_weights(FILE) "
+            "and use the model object from Python")
 SIGNATURE = "serving_default"
 INFO_ENTRY = "mnist_core.json"  # inside a .keras archive
 INFO_ATTRIBUTE = "mnist_core_info"  # of a .h5 file's root group
@@ -624,7 +628,7 @@ def _model_of_run(path: Path) -> Path:
     Raises:
         ModelError: the directory is neither, or the run could save its weights only.
     """
-    for name in ("model.keras", "model.h5", "saved_model"):
+    for name in ("model.keras", "model.h5", SAVEDMODEL_DIR):
         if (path / name).exists():
             return path / name
     if (path / WEIGHTS_ONLY).exists():
@@ -632,12 +636,6 @@ def _model_of_run(path: Path) -> Path:
                          f"be saved whole); {_REBUILD}")
     raise ModelError(f"--model-path {path}: a directory that is neither a SavedModel (no saved_model.pb) nor a run "
                      "with a saved model (no model.keras)")
-
-
-# A run whose model Keras cannot save whole (no get_config) keeps its trained weights in this file.
-WEIGHTS_ONLY = "model.weights.h5"
-_REBUILD = ("a weights file holds no architecture: build the model with its code, call model.load_weights(FILE) "
-            "and use the model object from Python")
 
 
 def load_keras_model(path: Path):

@@ -47,20 +47,10 @@ _RUN_NOISE = re.compile(r"NodeDef mentions attribute use_unbounded_threadpool|on
 # rewrite a graph (the remapper on a GAN's step, say) and runs the graph unrewritten:
 # nothing failed that the user could act on.
 _GRAPPLER_PASS_FAILED = re.compile(r"\smeta_optimizer\.cc:\d+\] \w+ failed: ")
-# The errors TensorFlow's C++ side logs when a multi_worker peer is lost (aborted
-# collectives, the coordination service's heartbeats), each followed by lines of gRPC detail.
-_CLUSTER_FAULT = re.compile(r"^E\d{4} [\d:.]+\s+\d+ (ring_alg|base_collective_executor|coordination_service\w*|"
-                            r"context_distributed_manager|collective_\w+|\w*grpc\w*|add_port|preemption_\w+)\.cc:\d+\]")
-
-# Written through the pipe by last_word: everything before it has been copied.
-_DRAINED = b"\x00mnist_core: drained\n"
-# Where a log entry's detail lines end: the next entry, or a line of mnist_core's own.
 # TensorFlow Lite's converter (int8 calibration) and interpreter print these themselves, not
 # through absl: the export's own line says what was written and how it scored.
 _TFLITE_NOISE = re.compile(r"^(fully_quantize: \d+, inference_type: \d+, input_inference_type: |"
                            r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$)")
-_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
-_OWN_LINE = re.compile(r"^(warning: |mnist-\w+: )")
 
 
 def is_startup_noise(line: str) -> bool:
@@ -72,9 +62,8 @@ def is_startup_noise(line: str) -> bool:
     if match is None:
         return False
     level, message = match.groups()
-    if _GRAPPLER_PASS_FAILED.search(text):
-        return True
-    return level == "I" or bool(_ABSENT_GPU.search(message)) or bool(_RUN_NOISE.search(message))
+    return (level == "I" or bool(_ABSENT_GPU.search(message)) or bool(_RUN_NOISE.search(message))
+            or bool(_GRAPPLER_PASS_FAILED.search(text)))
 
 
 def import_tensorflow():

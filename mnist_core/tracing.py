@@ -75,7 +75,6 @@ def traced_user_code(model, where: str, methods: Sequence[str]) -> Iterator[None
             raise ModelError(f"{where}: tracing the compiled loop failed ({brief(_innermost(e))})") from None
         method, error = failed[0]
         text = one_line(error)
-        hint = ""
         if any(word in text for word in ("numpy", "NumPy", "symbolic", "__array__")):
             hint = "; inside a step use keras.ops or tf ops, not numpy or .numpy()"
         else:
